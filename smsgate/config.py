@@ -84,8 +84,9 @@ class LimitsConfig:
     sms_per_ip_per_hour: int = 20
     login_failures_per_account: int = 10
     login_failures_per_ip: int = 50
-    # Inbound texts identical to one seen this recently from the same phone are redeliveries.
-    dedupe_window_seconds: int = 0
+    # A text identical to one stored but never acknowledged (we stopped before answering the
+    # SMSC) within this many seconds is the SMSC's redelivery of it, not a new request.
+    redelivery_window_seconds: int = 86400
 
 
 @dataclass(frozen=True)

@@ -74,16 +74,19 @@ CREATE INDEX rate_events_by_key ON rate_events(key, at);
 -- Inbound texts, stored before the SMSC is answered.
 CREATE TABLE inbox (
     id           INTEGER PRIMARY KEY,
-    dedupe_key   TEXT UNIQUE,
     phone        TEXT NOT NULL,                -- E.164 when it parses, else the raw address
     text         TEXT NOT NULL,
     data_coding  INTEGER NOT NULL DEFAULT 0,
     raw          BLOB,                         -- user data that is not text
     channel      TEXT NOT NULL DEFAULT 'sms',
     received_at  REAL NOT NULL,
+    text_hash    TEXT NOT NULL DEFAULT '',
+    acked        INTEGER NOT NULL DEFAULT 0,   -- deliver_sm_resp sent
     state        TEXT NOT NULL DEFAULT 'new',  -- new, done, failed
-    handler      TEXT NOT NULL DEFAULT ''
+    handler      TEXT NOT NULL DEFAULT '',
+    extra        TEXT NOT NULL DEFAULT ''      -- transport details (USSD operation, session info)
 );
+CREATE INDEX inbox_unacked ON inbox(phone, text_hash) WHERE acked = 0;
 CREATE INDEX inbox_pending ON inbox(state) WHERE state = 'new';
 CREATE INDEX inbox_by_phone ON inbox(phone, received_at);
 
@@ -109,13 +112,30 @@ CREATE TABLE outbox_parts (
     outbox_id    INTEGER NOT NULL REFERENCES outbox(id),
     part_no      INTEGER NOT NULL,
     smsc_id      TEXT,                         -- as the SMSC gave it
-    smsc_key     TEXT,                         -- normalised (see smsgate/receipts.py)
     state        TEXT NOT NULL DEFAULT 'queued',
     submitted_at REAL,
     done_at      REAL,
     PRIMARY KEY (outbox_id, part_no)
 ) WITHOUT ROWID;
-CREATE INDEX outbox_parts_by_key ON outbox_parts(smsc_key);
+-- Each SMSC id under every reading a receipt may use (hex, decimal, no leading zeros).
+CREATE TABLE part_keys (
+    smsc_key     TEXT NOT NULL,
+    outbox_id    INTEGER NOT NULL,
+    part_no      INTEGER NOT NULL,
+    PRIMARY KEY (smsc_key, outbox_id, part_no)
+) WITHOUT ROWID;
+
+-- Parts of concatenated inbound texts, kept until the whole text is there.
+CREATE TABLE inbox_parts (
+    phone        TEXT NOT NULL,
+    reference    INTEGER NOT NULL,
+    total        INTEGER NOT NULL,
+    number       INTEGER NOT NULL,
+    text         TEXT NOT NULL,
+    data_coding  INTEGER NOT NULL,
+    received_at  REAL NOT NULL,
+    PRIMARY KEY (phone, reference, total, number)
+) WITHOUT ROWID;
 
 CREATE TABLE receipts (
     id           INTEGER PRIMARY KEY,

@@ -1,0 +1,47 @@
+"""БАЛАНС / ДОЛГ / BALANCE / DOLG: debt per provider for every linked account, and the total."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from handlers.base import Context, Handler, Reply
+from smsgate import texts
+from smsgate.services import AccountDebts, local_today
+
+
+def format_debts(items: list[AccountDebts]) -> str:
+    lines = [f"Долг на {local_today():%d.%m.%Y}"]
+    grand_total = 0
+    for item in items:
+        lines.append(f"Счёт {item.account}:")
+        if not item.lines:
+            lines.append("начислений нет")
+        for debt in item.lines:
+            if debt.amount >= 0:
+                lines.append(f"{debt.provider}: {texts.money(debt.amount)}")
+            else:
+                lines.append(f"{debt.provider}: аванс {texts.money(-debt.amount)}")
+        grand_total += item.total
+    if grand_total > 0:
+        lines.append(f"Итого к оплате: {texts.money(grand_total)} руб.")
+    elif grand_total < 0:
+        lines.append(f"Итого: долга нет, аванс {texts.money(-grand_total)} руб.")
+    else:
+        lines.append("Итого: долга нет.")
+    return "\n".join(lines)
+
+
+class BalanceHandler(Handler):
+    name = "balance"
+    keywords: ClassVar[tuple[str, ...]] = (
+        "баланс", "долг", "balance", "balans", "dolg", "debt", "задолженность", "zadolzhennost",
+    )
+    help = texts.HELP_BALANCE
+
+    async def handle(self, ctx: Context) -> list[Reply]:
+        found = await ctx.services.debts_of_phone(ctx.phone)
+        if found is None:
+            return [Reply(texts.NOT_REGISTERED)]
+        if not found:
+            return [Reply(texts.NO_ACCOUNTS)]
+        return [Reply(format_debts(found))]

@@ -1,0 +1,3 @@
+from smsgate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""`smsgate` command line: run, simulator, sms, import, demo, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+from pathlib import Path
+
+from smsgate import config as config_module
+from smsgate import logs
+from smsgate.config import Config, ConfigError
+
+log = logs.get("cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smsgate", description=__doc__)
+    parser.add_argument("--config", help="config file (default: $SMSGATE_CONFIG or ./config.toml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start the gateway (and the simulator and website)")
+    run.add_argument("--demo-if-empty", action="store_true",
+                     help="load demo data into an empty store first")
+
+    commands.add_parser("simulator", help="run the SMSC simulator on its own")
+
+    sms = commands.add_parser("sms", help="text the running simulator as a resident")
+    sms.add_argument("phone")
+    sms.add_argument("text", nargs="+")
+    sms.add_argument("--wait", type=float, default=8.0, help="seconds to wait for replies")
+
+    importer = commands.add_parser("import", help="import a CSV export")
+    importer.add_argument("kind", choices=["providers", "accounts", "charges", "payments"])
+    importer.add_argument("file", type=Path)
+
+    commands.add_parser("demo", help="fill an empty store with demo data")
+    return parser
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _open_store(config: Config):  # type: ignore[no-untyped-def]
+    from store.db import Store
+
+    return await Store.open(config.resolve(config.store.path))
+
+
+async def cmd_run(config: Config, demo_if_empty: bool) -> int:
+    from smsgate.demo import format_demo_accounts, load_demo
+    from smsgate.gateway import Gateway
+    from smsgate.simulator import run_simulator
+    from store import accounts
+
+    store = await _open_store(config)
+    background: list[asyncio.Task[None]] = []
+    gateway: Gateway | None = None
+    try:
+        if demo_if_empty and await accounts.count(store.db) == 0:
+            demo = await load_demo(store)
+            print("Demo data loaded. Accounts to try:\n" + format_demo_accounts(demo), flush=True)
+        if config.smsc.embedded_simulator:
+            background.append(asyncio.create_task(run_simulator(config), name="simulator"))
+            await asyncio.sleep(0.2)
+        gateway = Gateway(config, store)
+        await gateway.start()
+        extra = await _start_optional_services(config, gateway)
+        print(_banner(config), flush=True)
+        await _wait_for_signal()
+        for stop in extra:
+            await stop()
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await store.close()
+    return 0
+
+
+async def _start_optional_services(
+    config: Config, gateway: object
+) -> list[Callable[[], Awaitable[None]]]:
+    """The website and the operator listener, started next to the gateway."""
+    stops: list[Callable[[], Awaitable[None]]] = []
+    try:
+        from smsgate.web import start_web
+    except ImportError:
+        return stops
+    stops.append(await start_web(config, gateway))
+    return stops
+
+
+def _banner(config: Config) -> str:
+    lines = [
+        f"smsgate is running: SMSC {config.smsc.host}:{config.smsc.port}"
+        + (" (built-in simulator)" if config.smsc.embedded_simulator else ""),
+        f"  website:  http://{config.web.host}:{config.web.port}/",
+        '  try:      smsgate sms +79031234567 "Помощь"   (in another terminal)',
+        "  stop:     Ctrl+C",
+    ]
+    return "\n".join(lines)
+
+
+async def cmd_simulator(config: Config) -> int:
+    from smsgate.simulator import run_simulator
+
+    task = asyncio.create_task(run_simulator(config))
+    print(f"SMSC simulator on {config.smsc.host}:{config.smsc.port}, control on "
+          f"{config.simulator.control_host}:{config.simulator.control_port}", flush=True)
+    await _wait_for_signal()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return 0
+
+
+async def cmd_sms(config: Config, who: str, text: str, wait: float) -> int:
+    from smsgate import phone
+    from smsgate.simclient import SimulatorUnavailable, send_sms
+
+    try:
+        number = phone.normalise(who)
+    except phone.BadPhone:
+        print(f"not a Russian phone number: {who}", file=sys.stderr)
+        return 2
+    url = f"http://{config.simulator.control_host}:{config.simulator.control_port}"
+    print(f"{number} > {text}")
+    try:
+        replies = await send_sms(url, number, text, wait=wait)
+    except SimulatorUnavailable as exc:
+        print(f"cannot reach the simulator at {url}: {exc}\nIs `make run` running?", file=sys.stderr)
+        return 1
+    if not replies:
+        print("(no reply)")
+    for reply in replies:
+        print("< " + reply.replace("\n", "\n  "))
+    return 0
+
+
+async def cmd_import(config: Config, kind: str, file: Path) -> int:
+    from store.importer import ImportFailed, import_csv
+
+    store = await _open_store(config)
+    try:
+        result = await import_csv(store, kind, file, progress=sys.stderr.isatty())
+    except ImportFailed as exc:
+        print(f"import failed, nothing imported: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"cannot read {file}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    print(f"{kind}: {result}")
+    return 0
+
+
+async def cmd_demo(config: Config) -> int:
+    from smsgate.demo import format_demo_accounts, load_demo
+
+    store = await _open_store(config)
+    try:
+        demo = await load_demo(store)
+    finally:
+        await store.close()
+    print(format_demo_accounts(demo))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = config_module.load(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log.path, config.log.format, config.log.level)
+    handlers: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
+        "run": lambda: cmd_run(config, args.demo_if_empty),
+        "simulator": lambda: cmd_simulator(config),
+        "sms": lambda: cmd_sms(config, args.phone, " ".join(args.text), args.wait),
+        "import": lambda: cmd_import(config, args.kind, args.file),
+        "demo": lambda: cmd_demo(config),
+    }
+    try:
+        return asyncio.run(handlers[args.command]())
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""One line per event: JSON (default) or text; phones masked and secrets dropped on the way out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from typing import Any, TextIO
+
+from smsgate.phone import mask
+
+# Fields that must never reach a log line, whatever a caller passes.
+SECRET_FIELDS = frozenset({"password", "new_password", "code", "text", "body", "reply", "secret"})
+_PHONE = re.compile(r"\+?7\d{10}\b")
+_RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    found = match.group(0)
+    return mask(found if found.startswith("+") else "+" + found)
+
+
+def _scrub(value: Any) -> Any:
+    """Phone numbers inside free text are masked too (an error message may quote one)."""
+    if isinstance(value, str):
+        return _PHONE.sub(_mask_match, value)
+    return value
+
+
+def event_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The record as a flat dict: event name, level, time, and the extra fields, cleaned."""
+    fields: dict[str, Any] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.msecs):03d}Z",
+        "level": record.levelname.lower(),
+        "event": record.getMessage(),
+        "logger": record.name,
+    }
+    for key, value in vars(record).items():
+        if key in _RESERVED or key.startswith("_"):
+            continue
+        if key in SECRET_FIELDS:
+            continue
+        if key in ("msisdn", "phone") and isinstance(value, str):
+            fields["msisdn"] = mask(value) if value.startswith("+") else _scrub(value)
+            continue
+        fields[key] = _scrub(value)
+    if record.exc_info and record.exc_info[0] is not None:
+        fields["error"] = record.exc_info[0].__name__
+        fields["error_detail"] = _scrub(str(record.exc_info[1]))[:300]
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(event_fields(record), ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = event_fields(record)
+        head = f"{fields.pop('ts')} {fields.pop('level').upper():7} {fields.pop('event')}"
+        fields.pop("logger", None)
+        rest = " ".join(f"{key}={value}" for key, value in fields.items())
+        return f"{head} {rest}".rstrip()
+
+
+class ReopenableFileHandler(logging.StreamHandler[TextIO]):
+    """Appends to a file and reopens it on SIGHUP, so logrotate can move it away."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(self._open())
+
+    def _open(self) -> TextIO:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        return open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            old = self.stream
+            self.stream = self._open()
+            old.close()
+        finally:
+            self.release()
+
+
+def setup(path: str = "", fmt: str = "json", level: str = "info") -> logging.Handler:
+    """Route every smsgate logger to one handler; returns it (file handlers can be reopened)."""
+    handler: logging.Handler
+    handler = ReopenableFileHandler(path) if path else logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger("smsgate")
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
+    return handler
+
+
+def get(name: str) -> logging.Logger:
+    return logging.getLogger(f"smsgate.{name}")

@@ -1,0 +1,102 @@
+"""From a resident's text to a handler: keyword matching that forgives how phones type."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from handlers import Context, Handler, Reply
+from smsgate import logs, texts
+from smsgate.services import Services
+
+log = logs.get("router")
+
+# Latin letters that look like Cyrillic ones, and the reverse: a phone may mix them in one word.
+_LATIN_TO_CYRILLIC = str.maketrans("aAbBcCeEHkKmMoOpPTxXyY3", "аАвВсСеЕНкКмМоОрРТхХуУЗ")
+_CYRILLIC_TO_LATIN = str.maketrans("аАВсСеЕНкКмМоОрРТхХуУ", "aABcCeEHkKmMoOpPTxXyY")
+_CYRILLIC = re.compile(r"[а-яё]", re.IGNORECASE)
+_LATIN = re.compile(r"[a-z]", re.IGNORECASE)
+_EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
+MAX_TEXT = 1000  # characters looked at; longer texts are cut, never refused
+
+
+def fold(word: str) -> set[str]:
+    """The forms a typed word may be matched under: lower case, ё=е, look-alikes resolved."""
+    base = word.lower().replace("ё", "е")
+    stripped = _EDGE_PUNCTUATION.sub("", base) or base.strip()
+    forms = {stripped}
+    if _CYRILLIC.search(stripped):
+        forms.add(stripped.translate(_LATIN_TO_CYRILLIC).lower())
+    if _LATIN.search(stripped):
+        forms.add(stripped.translate(_CYRILLIC_TO_LATIN).lower())
+    return forms
+
+
+def split_words(text: str) -> list[str]:
+    return text[:MAX_TEXT].replace("\x00", " ").split()
+
+
+@dataclass(frozen=True)
+class Routed:
+    handler: str
+    replies: list[Reply]
+    ok: bool = True
+
+
+class Router:
+    def __init__(self, handlers: Sequence[Handler], services: Services) -> None:
+        self.services = services
+        self._by_keyword: dict[str, Handler] = {}
+        self._fallback: Handler | None = None
+        for handler in handlers:
+            for keyword in handler.keywords:
+                key = keyword.lower().replace("ё", "е")
+                if key in self._by_keyword:
+                    other = self._by_keyword[key].name
+                    raise ValueError(f"keyword {keyword!r} claimed by {other} and {handler.name}")
+                self._by_keyword[key] = handler
+            if handler.name == "help":
+                self._fallback = handler
+        if self._fallback is None:
+            raise ValueError("a handler named 'help' is needed for unknown texts")
+
+    def match(self, text: str) -> tuple[Handler, str, tuple[str, ...]]:
+        words = split_words(text)
+        if words:
+            for form in fold(words[0]):
+                handler = self._by_keyword.get(form)
+                if handler is not None:
+                    return handler, form, tuple(words[1:])
+            # "Рег1234567890" or "?" glued to a word: try the keyword as a prefix of the first word.
+            glued = re.match(r"^([^\W\d_]+)(\d[\d\-]*)$", words[0])
+            if glued:
+                for form in fold(glued.group(1)):
+                    handler = self._by_keyword.get(form)
+                    if handler is not None and handler.needs_args:
+                        return handler, form, (glued.group(2), *words[1:])
+        assert self._fallback is not None
+        return self._fallback, "", tuple(words[1:])
+
+    async def route(self, phone: str, text: str, channel: str = "sms", readable: bool = True) -> Routed:
+        started = time.perf_counter()
+        if not readable:
+            log.info("sms_unreadable", extra={"msisdn": phone})
+            return Routed("unreadable", [Reply(texts.UNREADABLE)])
+        handler, keyword, args = self.match(text)
+        if handler.needs_args and not args:
+            return Routed(handler.name, [Reply(handler.help)])
+        ctx = Context(phone, text, keyword, args, self.services, channel)
+        try:
+            replies = await handler.handle(ctx)
+        except Exception:
+            # One resident's failure must not stop the gateway; they are told to try again.
+            log.exception("handler_error", extra={"msisdn": phone, "handler": handler.name})
+            return Routed(handler.name, [Reply(texts.TEMPORARY_ERROR)], ok=False)
+        log.info(
+            "sms_handled",
+            extra={"msisdn": phone, "handler": handler.name, "replies": len(replies),
+                   "ms": round((time.perf_counter() - started) * 1000, 1)},
+        )
+        return Routed(handler.name, replies)

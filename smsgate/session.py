@@ -1,0 +1,347 @@
+"""The SMPP link to the operator's SMSC: bind, keep alive, read, submit with a window, reconnect.
+
+Inbound deliver_sm PDUs are handed to a sink in batches; the sink stores them durably and only
+then are they answered with deliver_sm_resp (one commit for many texts). Submits go through a
+window of unanswered requests and a per-part rate; ESME_RTHROTTLED / ESME_RMSGQFUL pause the whole
+bind with backoff and the same part is sent again. A lost link fails what was in flight with
+LinkDown (the caller resends after the next bind) and reconnects with backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from smsgate import logs, pdu
+from smsgate.config import SmscConfig
+
+log = logs.get("smpp")
+
+# What the sink receives: the decoded message, or the raw bytes of a PDU that could not be decoded
+# (kept so nothing is lost even when it cannot be read).
+Inbound = pdu.ShortMessage | bytes
+InboundSink = Callable[[list[Inbound]], Awaitable[None]]
+MAX_BATCH = 500
+
+
+class LinkDown(Exception):
+    """The link went down before the SMSC answered; the request may be sent again."""
+
+
+class BindRefused(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"bind refused: {pdu.status_name(status)}")
+        self.status = status
+
+
+@dataclass
+class LinkStats:
+    binds: int = 0
+    bind_failures: int = 0
+    submits: int = 0
+    throttled: int = 0
+    inbound: int = 0
+    malformed: int = 0
+    last_error: str = ""
+    bound_since: float | None = None
+    submit_latency: list[float] = field(default_factory=list)
+
+
+class RateLimiter:
+    """Spaces sends at `rate` per second, allowing a small burst."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next = 0.0
+
+    async def take(self) -> None:
+        now = time.monotonic()
+        slot = max(self._next, now - self.interval * 4)  # up to a 5-part burst after idling
+        self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class SmppSession:
+    def __init__(
+        self,
+        config: SmscConfig,
+        sink: InboundSink,
+        on_bound: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.on_bound = on_bound or (lambda _up: None)
+        self.bound = asyncio.Event()
+        self.stats = LinkStats()
+        self._window = asyncio.Semaphore(config.window)
+        self._rate = RateLimiter(config.submit_rate)
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self._throttle_delay = config.throttle_pause
+        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._sequence = random.randrange(1, 0x10000)
+        self._writer: asyncio.StreamWriter | None = None
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+        self._last_read = time.monotonic()
+        self._link_lost = asyncio.Event()
+
+    @property
+    def state(self) -> str:
+        if self.bound.is_set():
+            return "throttled" if not self._resume.is_set() else "bound"
+        return "down"
+
+    def _next_sequence(self) -> int:
+        self._sequence = self._sequence + 1 if self._sequence < 0x7FFFFFFF else 1
+        return self._sequence
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Bind and serve until stop(); reconnects with exponential backoff and jitter."""
+        delay = self.config.reconnect_min
+        while not self._stopping:
+            bound_at = time.monotonic()
+            try:
+                await self._connect_and_serve()
+            except (OSError, TimeoutError, BindRefused, pdu.PduError,
+                    asyncio.IncompleteReadError, LinkDown) as exc:
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"[:200]
+                if not self.bound.is_set():
+                    self.stats.bind_failures += 1
+                log.warning("bind_failed", extra={"error": self.stats.last_error,
+                                                  "host": self.config.host, "port": self.config.port})
+            finally:
+                self._mark_down()
+            if self._stopping:
+                break
+            if time.monotonic() - bound_at > 30:
+                delay = self.config.reconnect_min  # a link that held a while restarts the backoff
+            # Jitter spreads reconnects; operators answer an instant re-bind with ESME_RALYBND.
+            pause = random.uniform(delay / 2, delay)
+            log.info("reconnect_wait", extra={"seconds": round(pause, 2)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), pause)
+            delay = min(delay * 2, self.config.reconnect_max)
+
+    async def stop(self) -> None:
+        """Unbind cleanly (waiting briefly for unbind_resp) and close the link."""
+        self._stopping = True
+        self._stop_event.set()
+        writer = self._writer
+        if writer is not None and self.bound.is_set():
+            try:
+                await asyncio.wait_for(self._request(pdu.unbind), 2.0)
+            except (LinkDown, TimeoutError, OSError):
+                pass
+        self._close()
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._link_lost.set()
+
+    def _mark_down(self) -> None:
+        was_bound = self.bound.is_set()
+        self.bound.clear()
+        self._writer = None
+        self.stats.bound_since = None
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(LinkDown("link lost"))
+        self._pending.clear()
+        if was_bound:
+            log.warning("bind_lost", extra={"error": self.stats.last_error})
+            self.on_bound(False)
+
+    async def _connect_and_serve(self) -> None:
+        timeout = self.config.socket_timeout
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.config.host, self.config.port, limit=pdu.MAX_PDU_LENGTH),
+            timeout,
+        )
+        try:
+            sequence = self._next_sequence()
+            writer.write(pdu.bind_transceiver(
+                sequence, self.config.system_id, self.config.password, self.config.system_type
+            ))
+            header, _body = await asyncio.wait_for(self._read_pdu(reader), timeout)
+            if header.command_id != pdu.BIND_TRANSCEIVER | pdu.RESPONSE_BIT:
+                raise pdu.PduError(f"unexpected answer to bind: 0x{header.command_id:08X}")
+            if header.status != pdu.ESME_ROK:
+                raise BindRefused(header.status)
+            self._writer = writer
+            self._link_lost = asyncio.Event()
+            self._last_read = time.monotonic()
+            self.stats.binds += 1
+            self.stats.bound_since = time.time()
+            self.stats.last_error = ""
+            self.bound.set()
+            log.info("bind_ok", extra={"host": self.config.host, "port": self.config.port,
+                                       "system_id": self.config.system_id})
+            self.on_bound(True)
+            queue: asyncio.Queue[tuple[int, Inbound]] = asyncio.Queue()
+            tasks = [
+                asyncio.create_task(self._read_loop(reader, writer, queue), name="smpp-read"),
+                asyncio.create_task(self._ack_loop(writer, queue), name="smpp-ack"),
+                asyncio.create_task(self._keepalive(), name="smpp-keepalive"),
+                asyncio.create_task(self._link_lost.wait(), name="smpp-lost"),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _read_pdu(reader: asyncio.StreamReader) -> tuple[pdu.Header, bytes]:
+        head = await reader.readexactly(pdu.HEADER_LENGTH)
+        header = pdu.parse_header(head)
+        if header.length < pdu.HEADER_LENGTH or header.length > pdu.MAX_PDU_LENGTH:
+            # The stream cannot be resynchronised after a bad length: the link must be reset.
+            raise pdu.PduError(f"bad command_length {header.length}")
+        body = await reader.readexactly(header.length - pdu.HEADER_LENGTH)
+        return header, head + body
+
+    async def _read_loop(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        queue: asyncio.Queue[tuple[int, Inbound]],
+    ) -> None:
+        while True:
+            header, raw = await self._read_pdu(reader)
+            self._last_read = time.monotonic()
+            command = header.command_id
+            if command & pdu.RESPONSE_BIT:
+                future = self._pending.pop(header.sequence, None)
+                if future is not None and not future.done():
+                    future.set_result((header.status, raw))
+                elif command != pdu.GENERIC_NACK:
+                    log.warning("response_unmatched", extra={"command": f"0x{command:08X}",
+                                                             "sequence": header.sequence})
+            elif command == pdu.DELIVER_SM:
+                self.stats.inbound += 1
+                item: Inbound
+                try:
+                    item = pdu.decode_sm(raw)
+                except pdu.PduError as exc:
+                    self.stats.malformed += 1
+                    log.warning("pdu_malformed", extra={"command": "deliver_sm", "error": str(exc),
+                                                        "octets": len(raw)})
+                    item = raw
+                queue.put_nowait((header.sequence, item))
+            elif command == pdu.ENQUIRE_LINK:
+                writer.write(pdu.enquire_link_resp(header.sequence))
+            elif command == pdu.UNBIND:
+                writer.write(pdu.unbind_resp(header.sequence))
+                self.stats.last_error = "unbind from SMSC"
+                log.info("unbind_received")
+                return
+            else:
+                log.warning("pdu_unsupported", extra={"command": f"0x{command:08X}"})
+                writer.write(pdu.generic_nack(header.sequence, pdu.ESME_RINVCMDID))
+
+    async def _ack_loop(
+        self, writer: asyncio.StreamWriter, queue: asyncio.Queue[tuple[int, Inbound]]
+    ) -> None:
+        """Hand everything that arrived to the sink in one batch, then answer each PDU."""
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < MAX_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self.sink([item for _sequence, item in batch])
+                status = pdu.ESME_ROK
+            except Exception:
+                # Not stored, so not acknowledged as received: the SMSC will deliver it again.
+                log.exception("inbound_store_failed", extra={"count": len(batch)})
+                status = pdu.ESME_RX_T_APPN
+            for sequence, _item in batch:
+                writer.write(pdu.deliver_sm_resp(sequence, status))
+            if writer.transport.get_write_buffer_size() > 64 * 1024:
+                await writer.drain()
+
+    async def _keepalive(self) -> None:
+        interval = self.config.enquire_link_interval
+        while True:
+            await asyncio.sleep(min(interval, 1.0))
+            if time.monotonic() - self._last_read < interval:
+                continue
+            try:
+                await asyncio.wait_for(self._request(pdu.enquire_link), self.config.socket_timeout)
+            except TimeoutError:
+                self.stats.last_error = "no answer to enquire_link"
+                raise LinkDown(self.stats.last_error) from None
+
+    # ---- requests -----------------------------------------------------------------------------
+
+    async def _request(self, build: Callable[[int], bytes]) -> tuple[int, bytes]:
+        writer = self._writer
+        if writer is None or not self.bound.is_set():
+            raise LinkDown("not bound")
+        sequence = self._next_sequence()
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[sequence] = future
+        try:
+            writer.write(build(sequence))
+            return await future
+        finally:
+            self._pending.pop(sequence, None)
+
+    async def submit(self, build: Callable[[int], bytes]) -> tuple[int, bytes]:
+        """Send one submit_sm part (built for a sequence number); returns (status, response).
+
+        Waits while unbound or paused by throttling; raises LinkDown if the link drops before the
+        SMSC answers.
+        """
+        async with self._window:
+            while True:
+                await self.bound.wait()
+                await self._resume.wait()
+                await self._rate.take()
+                started = time.monotonic()
+                try:
+                    status, raw = await asyncio.wait_for(
+                        self._request(build), self.config.response_timeout
+                    )
+                except TimeoutError:
+                    # An SMSC that stops answering submits is treated as a dead link.
+                    self.stats.last_error = "submit_sm got no answer"
+                    self._close()
+                    raise LinkDown(self.stats.last_error) from None
+                self.stats.submits += 1
+                if status in (pdu.ESME_RTHROTTLED, pdu.ESME_RMSGQFUL):
+                    self._throttled(status)
+                    continue
+                self._throttle_delay = self.config.throttle_pause
+                latency = time.monotonic() - started
+                if len(self.stats.submit_latency) < 10000:
+                    self.stats.submit_latency.append(latency)
+                return status, raw
+
+    def _throttled(self, status: int) -> None:
+        self.stats.throttled += 1
+        if not self._resume.is_set():
+            return
+        delay = self._throttle_delay
+        self._throttle_delay = min(delay * 2, self.config.throttle_pause_max)
+        log.warning("throttled", extra={"status": pdu.status_name(status), "pause_s": delay})
+        self._resume.clear()
+        asyncio.get_running_loop().call_later(delay, self._resume.set)

@@ -1,0 +1,26 @@
+"""Sliding-window counters for rate limits and lockouts."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+
+async def count(db: aiosqlite.Connection, key: str, since: float) -> int:
+    async with db.execute(
+        "SELECT count(*) FROM rate_events WHERE key = ? AND at > ?", (key, since)
+    ) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def record(db: aiosqlite.Connection, key: str, at: float) -> None:
+    await db.execute("INSERT INTO rate_events (key, at) VALUES (?, ?)", (key, at))
+
+
+async def clear(db: aiosqlite.Connection, key: str) -> None:
+    await db.execute("DELETE FROM rate_events WHERE key = ?", (key,))
+
+
+async def prune(db: aiosqlite.Connection, before: float) -> int:
+    cursor = await db.execute("DELETE FROM rate_events WHERE at < ?", (before,))
+    return cursor.rowcount
