@@ -31,6 +31,23 @@ from store.db import Store, now
 
 log = logs.get("gateway")
 PROCESS_BATCH = 256
+ORPHAN_SECONDS = 30.0  # how long a receipt waits for the submit it names to be recorded
+
+
+@dataclass(frozen=True)
+class _Orphan:
+    receipt_id: int
+    smsc_id: str
+    keys: frozenset[str]
+    stat: str
+    err: str
+    at: float
+    give_up_at: float
+
+
+_Pending = tuple[
+    list[messages.PartResult], list[tuple[int, float]], list[tuple[int, str, float]], list[int]
+]
 
 
 @dataclass
@@ -65,6 +82,7 @@ class Gateway:
         self._failures: list[tuple[int, str, float]] = []
         self._results_ready = asyncio.Event()
         self._acked_pending: list[int] = []
+        self._orphans: list[_Orphan] = []
         self._reference = itertools.count(int(time.time()) % 256)
         self._tasks: list[asyncio.Task[None]] = []
         self._send_slots = asyncio.Semaphore(max(config.smsc.window * 4, 64))
@@ -119,7 +137,11 @@ class Gateway:
             else:
                 texts.append(self._new_inbound(item, item.text, at))
         since = at - self.config.limits.redelivery_window_seconds
+        # A receipt can overtake the group commit of its submit_sm_resp: write those first.
+        pending = self._take_results() if receipts else None
         async with self.store.tx() as db:
+            if pending is not None:
+                await self._write_results(db, pending)
             for part in parts:
                 assert part.concat is not None
                 whole = await messages.store_part(
@@ -131,6 +153,8 @@ class Gateway:
             ids = await messages.store_inbound(db, texts, since)
             for receipt in receipts:
                 await self._apply_receipt(db, receipt, at)
+        if pending is not None:
+            self._results_written(pending)
         for item_id, stored in zip(ids, texts, strict=True):
             if item_id is None:
                 self.counters.redelivered += 1
@@ -172,17 +196,38 @@ class Gateway:
         self, db: aiosqlite.Connection, message: pdu.ShortMessage, at: float
     ) -> None:
         receipt = pdu.parse_receipt(message)
-        keys = pdu.normalise_message_id(receipt.message_id)
-        matched = await messages.apply_receipt(
-            db, keys, receipt.stat, receipt.err, message.text, receipt.message_id, at
+        keys = frozenset(pdu.normalise_message_id(receipt.message_id))
+        receipt_id = await messages.store_receipt(
+            db, receipt.message_id, receipt.stat, receipt.err, message.text, at
         )
         self.counters.receipts += 1
-        if matched is None:
-            self.counters.receipts_unmatched += 1
-            log.warning("dlr_unmatched", extra={"smsc_id": receipt.message_id[:64],
-                                                "stat": receipt.stat})
+        orphan = _Orphan(receipt_id, receipt.message_id, keys, receipt.stat, receipt.err, at,
+                         time.monotonic() + ORPHAN_SECONDS)
+        await self._match(db, orphan)
+
+    async def _match(self, db: aiosqlite.Connection, orphan: _Orphan) -> bool:
+        matched = await messages.match_receipt(
+            db, orphan.receipt_id, orphan.keys, orphan.stat, orphan.err, orphan.at
+        )
+        if matched is not None:
+            log.info("dlr", extra={"outbox_id": matched, "stat": orphan.stat, "err": orphan.err})
+            return True
+        if orphan.keys and time.monotonic() < orphan.give_up_at:
+            # The submit_sm_resp it names may still be on its way to the store: try again later.
+            self._orphans.append(orphan)
         else:
-            log.info("dlr", extra={"outbox_id": matched, "stat": receipt.stat, "err": receipt.err})
+            self.counters.receipts_unmatched += 1
+            log.warning("dlr_unmatched", extra={"smsc_id": orphan.smsc_id[:64], "stat": orphan.stat,
+                                                "receipt_id": orphan.receipt_id})
+        return False
+
+    async def _retry_orphans(self) -> None:
+        orphans, self._orphans = self._orphans, []
+        if not orphans:
+            return
+        async with self.store.tx() as db:
+            for orphan in orphans:
+                await self._match(db, orphan)
 
     # ---- processing -----------------------------------------------------------------------------
 
@@ -330,24 +375,38 @@ class Gateway:
     async def _results_loop(self) -> None:
         """Group commit of what the SMSC answered: one transaction for everything since the last."""
         while True:
-            await self._results_ready.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._results_ready.wait(), 1.0 if self._orphans else None)
             self._results_ready.clear()
             await self._flush_results()
+            await self._retry_orphans()
 
     async def _flush_results(self) -> None:
-        results, self._results = self._results, []
-        finished, self._finished = self._finished, []
-        failures, self._failures = self._failures, []
-        acked, self._acked_pending = self._acked_pending, []
-        if not (results or finished or failures or acked):
+        pending = self._take_results()
+        if not any(pending):
             return
         async with self.store.tx() as db:
+            await self._write_results(db, pending)
+        self._results_written(pending)
+
+    def _take_results(self) -> _Pending:
+        pending = (self._results, self._finished, self._failures, self._acked_pending)
+        self._results, self._finished, self._failures, self._acked_pending = [], [], [], []
+        return pending
+
+    @staticmethod
+    async def _write_results(db: aiosqlite.Connection, pending: _Pending) -> None:
+        results, finished, failures, acked = pending
+        if results or finished:
             await messages.record_submitted(db, results, finished)
-            if failures:
-                await messages.record_failed(db, failures)
-            if acked:
-                await messages.mark_acked(db, acked)
+        if failures:
+            await messages.record_failed(db, failures)
+        if acked:
+            await messages.mark_acked(db, acked)
+
+    def _results_written(self, pending: _Pending) -> None:
         # Only now may a scan see these rows as no longer queued.
+        _results, finished, failures, _acked = pending
         for outbox_id, _at in finished:
             self._scheduled.discard(outbox_id)
         for outbox_id, _error, _at in failures:

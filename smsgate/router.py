@@ -24,14 +24,14 @@ MAX_TEXT = 1000  # characters looked at; longer texts are cut, never refused
 
 def fold(word: str) -> set[str]:
     """The forms a typed word may be matched under: lower case, ё=е, look-alikes resolved."""
-    base = word.lower().replace("ё", "е")
-    stripped = _EDGE_PUNCTUATION.sub("", base) or base.strip()
-    forms = {stripped}
+    stripped = _EDGE_PUNCTUATION.sub("", word) or word.strip()
+    forms = {stripped.lower()}
+    # Look-alikes are resolved before lower-casing: Н looks like H, but н does not look like h.
     if _CYRILLIC.search(stripped):
         forms.add(stripped.translate(_LATIN_TO_CYRILLIC).lower())
     if _LATIN.search(stripped):
         forms.add(stripped.translate(_CYRILLIC_TO_LATIN).lower())
-    return forms
+    return {form.replace("ё", "е") for form in forms}
 
 
 def split_words(text: str) -> list[str]:

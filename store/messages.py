@@ -221,33 +221,35 @@ FINAL_STATES = {"DELIVRD": "delivered", "EXPIRED": "expired", "UNDELIV": "failed
                 "REJECTD": "failed", "DELETED": "failed", "UNKNOWN": "failed"}
 
 
-async def apply_receipt(
-    db: aiosqlite.Connection, keys: Iterable[str], stat: str, err: str, body: str,
-    smsc_id: str, at: float,
-) -> int | None:
-    """Match a receipt to a sent part; returns the outbox id, or None when nothing matches.
-
-    Every receipt is kept, matched or not, so a malformed one can be looked at later.
-    """
-    key_list = sorted(set(keys))
-    found: tuple[int, int] | None = None
-    if key_list:
-        marks = ",".join("?" * len(key_list))
-        async with db.execute(
-            f"SELECT outbox_id, part_no FROM part_keys WHERE smsc_key IN ({marks})"
-            " ORDER BY outbox_id DESC LIMIT 1", tuple(key_list),
-        ) as cur:
-            row = await cur.fetchone()
-        if row:
-            found = (int(row[0]), int(row[1]))
-    await db.execute(
-        "INSERT INTO receipts (smsc_id, stat, err, body, outbox_id, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (smsc_id, stat, err, body[:500], found[0] if found else None, at),
+async def store_receipt(
+    db: aiosqlite.Connection, smsc_id: str, stat: str, err: str, body: str, at: float
+) -> int:
+    """Keep every receipt, matched or not, so a malformed one can be looked at later."""
+    cursor = await db.execute(
+        "INSERT INTO receipts (smsc_id, stat, err, body, received_at) VALUES (?, ?, ?, ?, ?)",
+        (smsc_id[:100], stat[:20], err[:20], body[:500], at),
     )
-    if found is None:
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+async def match_receipt(
+    db: aiosqlite.Connection, receipt_id: int, keys: Iterable[str], stat: str, err: str, at: float
+) -> int | None:
+    """Apply a stored receipt to the part it names; returns the outbox id, None if none matches."""
+    key_list = sorted(set(keys))
+    if not key_list:
         return None
-    outbox_id, part_no = found
+    marks = ",".join("?" * len(key_list))
+    async with db.execute(
+        f"SELECT outbox_id, part_no FROM part_keys WHERE smsc_key IN ({marks})"
+        " ORDER BY outbox_id DESC LIMIT 1", tuple(key_list),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    outbox_id, part_no = int(row[0]), int(row[1])
+    await db.execute("UPDATE receipts SET outbox_id = ? WHERE id = ?", (outbox_id, receipt_id))
     state = FINAL_STATES.get(stat)
     if state is None:
         return outbox_id  # intermediate (ENROUTE, ACCEPTD): nothing final to record yet
@@ -260,9 +262,9 @@ async def apply_receipt(
         " coalesce(max(p.state = 'expired'), 0) FROM outbox AS o LEFT JOIN outbox_parts AS p"
         " ON p.outbox_id = o.id AND p.state != 'submitted' WHERE o.id = ?", (outbox_id,),
     ) as cur:
-        row = await cur.fetchone()
-    if row and int(row[1]) >= int(row[0]):
-        parts, delivered, expired = int(row[0]), int(row[2]), int(row[3])
+        summary = await cur.fetchone()
+    if summary and int(summary[1]) >= int(summary[0]):
+        parts, delivered, expired = int(summary[0]), int(summary[2]), int(summary[3])
         overall = "delivered" if delivered >= parts else ("expired" if expired else "failed")
         await db.execute(
             "UPDATE outbox SET state = ?, done_at = ?, error = ? WHERE id = ?",

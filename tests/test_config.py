@@ -1,0 +1,57 @@
+"""Config: defaults, the file, env overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smsgate import config
+
+
+def test_repository_config_loads() -> None:
+    loaded = config.load(Path(__file__).parent.parent / "config.toml", env={})
+    assert loaded.smsc.embedded_simulator is True
+    assert loaded.smsc.source_addr == "7377"
+    assert loaded.web.port == 8080
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[smsc]\nhots = "x"\n', encoding="utf-8")
+    with pytest.raises(config.ConfigError, match=r"\[smsc\] hots"):
+        config.load(path, env={})
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[smpp]\nport = 1\n", encoding="utf-8")
+    with pytest.raises(config.ConfigError, match=r"\[smpp\]"):
+        config.load(path, env={})
+
+
+def test_mistyped_value_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[smsc]\nport = "many"\n', encoding="utf-8")
+    with pytest.raises(config.ConfigError, match=r"\[smsc\] port must be a whole number"):
+        config.load(path, env={})
+
+
+def test_env_overrides_and_smsgate_config(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[smsc]\nport = 1\n", encoding="utf-8")
+    loaded = config.load(None, env={"SMSGATE_CONFIG": str(path), "SMSGATE_SMSC_PORT": "2999"})
+    assert loaded.smsc.port == 2999
+    assert loaded.resolve("var/x.db") == tmp_path / "var/x.db"
+
+
+def test_smpp_limits_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[smsc]\npassword = "far-too-long"\n', encoding="utf-8")
+    with pytest.raises(config.ConfigError, match="8 characters"):
+        config.load(path, env={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml", env={})

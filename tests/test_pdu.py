@@ -1,0 +1,184 @@
+"""Each aiosmpplib defect we work around, shown on real PDU bytes: the library's result, then ours."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from aiosmpplib import DeliverSm, SmppMessage, SubmitSm
+from aiosmpplib.state import PhoneNumber
+
+from smsgate import pdu
+
+
+def deliver_sm_bytes(
+    user_data: bytes, *, data_coding: int = 0, esm_class: int = 0, tlvs: bytes = b"",
+    source: bytes = b"79031234567", sequence: int = 7,
+) -> bytes:
+    """A deliver_sm as an SMSC writes it, field by field (SMPP 3.4 section 4.6.1)."""
+    body = (
+        b"\x00"  # service_type
+        + b"\x01\x01" + source + b"\x00"  # source TON 1, NPI 1
+        + b"\x03\x00" + b"7377\x00"  # destination short code
+        + bytes([esm_class, 0, 0])  # esm_class, protocol_id, priority_flag
+        + b"\x00\x00"  # schedule_delivery_time, validity_period
+        + bytes([0, 0, data_coding, 0, len(user_data)])
+        + user_data
+        + tlvs
+    )
+    return struct.pack("!IIII", 16 + len(body), 0x00000005, 0, sequence) + body
+
+
+def library_decode(raw: bytes) -> SmppMessage:
+    header = SmppMessage.parse_header(raw[:16])
+    return DeliverSm.from_pdu(raw, header, "gsm0338")
+
+
+# A real capture: deliver_sm from 79031234567 to 7377, "Баланс" in UCS-2.
+BALANCE_HEX = (
+    "0000003c000000050000000000000007000101373930333132333435363700030037333737"
+    "000000000000000008000c04110430043b0430043d0441"
+)
+
+
+def test_real_deliver_sm_capture_decodes() -> None:
+    message = pdu.decode_sm(bytes.fromhex(BALANCE_HEX))
+    assert message.text == "Баланс"
+    assert message.source == "79031234567"
+    assert message.destination == "7377"
+    assert message.data_coding == 8
+    assert deliver_sm_bytes("Баланс".encode("utf-16-be"), data_coding=8).hex() == BALANCE_HEX
+
+
+def test_unknown_data_coding_is_kept_not_lost() -> None:
+    raw = deliver_sm_bytes(b"Balance", data_coding=0x0F)
+    with pytest.raises(ValueError):
+        library_decode(raw)  # the library answers generic_nack and the text is gone
+    message = pdu.decode_sm(raw)
+    assert message.is_text and message.text == "Balance" and message.data_coding == 0x0F
+
+
+def test_binary_data_coding_keeps_the_raw_bytes() -> None:
+    message = pdu.decode_sm(deliver_sm_bytes(b"\x00\xff\x10\x80", data_coding=0xF6))
+    assert not message.is_text
+    assert message.text == ""
+    assert message.payload == b"\x00\xff\x10\x80"
+
+
+def test_udh_16bit_reference_is_read_from_two_octets() -> None:
+    udh = bytes([6, 0x08, 4, 0x12, 0x34, 2, 1])
+    raw = deliver_sm_bytes(udh + "Бала".encode("utf-16-be"), data_coding=8, esm_class=0x40)
+    library = library_decode(raw)
+    library_ref = next(p.value for p in library.optional_params if p.tag == pdu.TAG_SAR_MSG_REF_NUM)
+    assert library_ref != 0x1234  # reads four octets: parts of one text never meet
+    message = pdu.decode_sm(raw)
+    assert message.concat == pdu.Concat(reference=0x1234, total=2, number=1)
+    assert message.text == "Бала"
+
+
+def test_receipt_with_12_digit_dates_and_odd_err() -> None:
+    text = (
+        b"id:0A1B2C sub:001 dlvrd:001 submit date:261122101530 done date:261122101545"
+        b" stat:DELIVRD err:X1F text:"
+    )
+    raw = deliver_sm_bytes(text, esm_class=0x04)
+    library = library_decode(raw)
+    assert isinstance(library, DeliverSm)
+    with pytest.raises(ValueError):
+        library.parse_receipt()  # inside the ESME this ends the session
+    receipt = pdu.parse_receipt(pdu.decode_sm(raw))
+    assert receipt.message_id == "0A1B2C"
+    assert receipt.stat == "DELIVRD"
+    assert receipt.err == "X1F"
+    assert receipt.done_date is not None and receipt.done_date.second == 45
+
+
+def test_receipt_from_tlvs_only() -> None:
+    tlvs = pdu.tlv(0x001E, b"123456\x00") + pdu.tlv(0x0427, b"\x05") + pdu.tlv(0x0423, b"\x03\x00\x01")
+    receipt = pdu.parse_receipt(pdu.decode_sm(deliver_sm_bytes(b"", esm_class=0x04, tlvs=tlvs)))
+    assert receipt.message_id == "123456"
+    assert receipt.stat == "UNDELIV"
+    assert receipt.err == "030001"
+
+
+def test_garbage_receipt_never_raises() -> None:
+    receipt = pdu.parse_receipt(pdu.decode_sm(deliver_sm_bytes(b"\x01\x02 stat:: id", esm_class=0x04)))
+    assert receipt.message_id == ""
+
+
+def test_ussd_tlvs_keep_their_octets() -> None:
+    tlvs = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x00") + pdu.tlv(pdu.TAG_ITS_SESSION_INFO, b"\x2a\x01")
+    library = library_decode(deliver_sm_bytes(b"*100#", tlvs=tlvs))
+    values = {p.tag: p.value for p in library.optional_params}
+    assert values[pdu.TAG_USSD_SERVICE_OP] == ""  # operation 0 (PSSD) vanishes
+    assert values[pdu.TAG_ITS_SESSION_INFO] == "*\x01"  # carried as text, not octets
+    tlvs = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x00") + pdu.tlv(pdu.TAG_ITS_SESSION_INFO, b"\x2a\x81")
+    raw = deliver_sm_bytes(b"*100#", tlvs=tlvs)
+    with pytest.raises(UnicodeDecodeError):
+        library_decode(raw)  # an end-of-session bit (>= 0x80) cannot be read at all
+    message = pdu.decode_sm(raw)
+    assert message.ussd_service_op == 0
+    assert message.its_session_info == b"\x2a\x81"
+
+
+def test_submit_sends_ussd_tlvs_as_octets() -> None:
+    tlvs = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x11") + pdu.tlv(pdu.TAG_ITS_SESSION_INFO, b"\x2a\x81")
+    raw = pdu.build_submit_sm(9, ("7377", 3, 0), ("79031234567", 1, 1), 8, "Меню".encode("utf-16-be"),
+                              tlvs=tlvs)
+    assert raw.endswith(bytes.fromhex("0501000111" "13830002" "2a81"))
+    assert struct.unpack("!I", raw[:4])[0] == len(raw)
+    back = pdu.decode_sm(raw)
+    assert back.text == "Меню" and back.ussd_service_op == 0x11 and back.its_session_info == b"\x2a\x81"
+
+
+def test_long_cyrillic_reply_is_concatenated_not_one_oversized_sms() -> None:
+    text = "Долг по счёту 1234567890: " + "Водоканал 1 234,56; " * 4
+    library = SubmitSm(short_message=text, source=PhoneNumber("7377"), destination=PhoneNumber("79031234567"))
+    library.set_encoding_info("gsm0338", None)
+    library_pdu = library.pdu()
+    sm_length = library_pdu[library_pdu.index(b"\x00\x08\x00") + 3]
+    assert sm_length > 140  # one short_message longer than one SMS can carry
+    parts = pdu.split_text(text, reference=0x42)
+    assert len(parts) == 2
+    assert all(len(data) <= 140 for _coding, data in parts)
+    assert b"".join(data[6:] for _coding, data in parts).decode("utf-16-be") == text
+    assert [data[:6] for _coding, data in parts] == [bytes([5, 0, 3, 0x42, 2, n]) for n in (1, 2)]
+
+
+def test_gsm_extension_characters_count_as_two_septets() -> None:
+    assert pdu.count_parts("€" * 80) == 1
+    assert pdu.count_parts("€" * 81) == 2
+    parts = pdu.split_text("[" * 200, reference=1)
+    assert all(len(data) - 6 <= 153 and data[-1] != 0x1B for _coding, data in parts[:-1])
+
+
+def test_unknown_command_status_does_not_raise() -> None:
+    raw = struct.pack("!IIII", 16, 0x80000004, 0x00000400, 5)
+    with pytest.raises(ValueError):
+        SmppMessage.parse_header(raw)  # a vendor status code ends the library's session
+    header = pdu.parse_header(raw)
+    assert header.status == 0x400 and header.command_id == 0x80000004
+    assert pdu.status_name(0x400) == "0x00000400"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x00\x00\x00\x14\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x01abcd",  # no terminators
+        deliver_sm_bytes(b"hello")[:-3],  # short_message runs past the end
+        deliver_sm_bytes(b"\x09\x00\x03\x01", esm_class=0x40),  # UDH longer than user data
+        deliver_sm_bytes(b"hi", tlvs=b"\x05\x01\x00\x09\x01"),  # TLV runs past the end
+    ],
+)
+def test_malformed_pdus_raise_pdu_error(raw: bytes) -> None:
+    with pytest.raises(pdu.PduError):
+        pdu.decode_sm(raw)
+
+
+def test_message_ids_match_across_hex_and_decimal() -> None:
+    assert pdu.normalise_message_id("0A1F") & pdu.normalise_message_id("2591")
+    assert pdu.normalise_message_id("000123") & pdu.normalise_message_id("123")
+    assert pdu.normalise_message_id("abc") & pdu.normalise_message_id("ABC")
+    assert not pdu.normalise_message_id("") and not (
+        pdu.normalise_message_id("11") & pdu.normalise_message_id("12")
+    )
