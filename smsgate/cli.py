@@ -8,8 +8,8 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from smsgate import config as config_module
 from smsgate import logs

@@ -41,6 +41,9 @@ class SmscConfig:
     request_delivery_receipts: bool = True
     # Seconds a submit may wait for its response before the link is considered dead.
     response_timeout: float = 10.0
+    # A submit left unanswered by a lost link (or a crash) waits this long after the next bind for
+    # a receipt showing the SMSC took it, before it is sent again (see docs/architecture.md).
+    indoubt_grace: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,12 @@ class SimulatorConfig:
     system_id: str = ""  # empty: accept [smsc] system_id / password
     password: str = ""
     receipts: bool = True
+    # Operator quirks to rehearse against: "text", "text12", "tlv", "decimal" or "garbage".
+    receipt_format: str = "text"
+    message_id_format: str = "hex"  # or "decimal"
+    throttle_every: int = 0  # answer every Nth submit_sm ESME_RTHROTTLED; 0 = never
+    drop_after: int = 0  # close the connection after every N accepted submits; 0 = never
+    mo_window: int = 100  # unanswered deliver_sm in flight to one ESME
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,9 @@ class Gateway:
         self._results_ready = asyncio.Event()
         self._acked_pending: list[int] = []
         self._orphans: list[_Orphan] = []
+        # A part per phone whose submit got no answer: (its text, resolved with the SMSC id).
+        self._doubts: dict[str, tuple[str, asyncio.Future[str]]] = {}
+        self._startup_doubts: set[int] = set()
         self._reference = itertools.count(int(time.time()) % 256)
         self._tasks: list[asyncio.Task[None]] = []
         self._send_slots = asyncio.Semaphore(max(config.smsc.window * 4, 64))
@@ -92,6 +95,8 @@ class Gateway:
     async def start(self) -> None:
         for item in await messages.pending_inbound(self.store.db, limit=1_000_000):
             self._to_process.put_nowait(item.id)
+        # The first queued message of each phone may have been on the wire when we stopped.
+        self._startup_doubts = set(await messages.first_queued_per_phone(self.store.db))
         self._wake_scan.set()
         self._tasks = [
             asyncio.create_task(self.session.run(), name="session"),
@@ -139,20 +144,12 @@ class Gateway:
         since = at - self.config.limits.redelivery_window_seconds
         # A receipt can overtake the group commit of its submit_sm_resp: write those first.
         pending = self._take_results() if receipts else None
-        async with self.store.tx() as db:
+        try:
+            ids = await self._write_inbound(texts, parts, receipts, pending, at, since)
+        except BaseException:
             if pending is not None:
-                await self._write_results(db, pending)
-            for part in parts:
-                assert part.concat is not None
-                whole = await messages.store_part(
-                    db, self._phone_of(part), part.concat.reference, part.concat.total,
-                    part.concat.number, part.text, part.data_coding, at,
-                )
-                if whole is not None:
-                    texts.append(self._new_inbound(part, "".join(whole), at))
-            ids = await messages.store_inbound(db, texts, since)
-            for receipt in receipts:
-                await self._apply_receipt(db, receipt, at)
+                self._restore_results(pending)  # not written: the next commit takes them
+            raise
         if pending is not None:
             self._results_written(pending)
         for item_id, stored in zip(ids, texts, strict=True):
@@ -171,6 +168,26 @@ class Gateway:
         if fresh:
             # Acknowledged as soon as the sink returns; recorded in the next transaction.
             asyncio.get_running_loop().call_soon(self._note_acked, fresh)
+
+    async def _write_inbound(
+        self, texts: list[messages.NewInbound], parts: list[pdu.ShortMessage],
+        receipts: list[pdu.ShortMessage], pending: _Pending | None, at: float, since: float,
+    ) -> list[int | None]:
+        async with self.store.tx() as db:
+            if pending is not None:
+                await self._write_results(db, pending)
+            for part in parts:
+                assert part.concat is not None
+                whole = await messages.store_part(
+                    db, self._phone_of(part), part.concat.reference, part.concat.total,
+                    part.concat.number, part.text, part.data_coding, at,
+                )
+                if whole is not None:
+                    texts.append(self._new_inbound(part, "".join(whole), at))
+            ids = await messages.store_inbound(db, texts, since)
+            for receipt in receipts:
+                await self._apply_receipt(db, receipt, at)
+        return ids
 
     def _note_acked(self, ids: list[int]) -> None:
         self._acked_pending.extend(ids)
@@ -203,7 +220,8 @@ class Gateway:
         self.counters.receipts += 1
         orphan = _Orphan(receipt_id, receipt.message_id, keys, receipt.stat, receipt.err, at,
                          time.monotonic() + ORPHAN_SECONDS)
-        await self._match(db, orphan)
+        if not await self._match(db, orphan):
+            self._claim_doubt(self._phone_of(message), receipt)
 
     async def _match(self, db: aiosqlite.Connection, orphan: _Orphan) -> bool:
         matched = await messages.match_receipt(
@@ -323,7 +341,12 @@ class Gateway:
         if previous is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(previous)
-        await self._submit_message(row)
+        try:
+            await self._submit_message(row)
+        except Exception:
+            # Left queued: the periodic scan offers it again once it is no longer scheduled.
+            log.exception("send_error", extra={"msisdn": row.phone, "outbox_id": row.id})
+            self._scheduled.discard(row.id)
 
     async def _submit_message(self, row: messages.Outgoing) -> None:
         smsc = self.config.smsc
@@ -332,32 +355,46 @@ class Gateway:
         extra = json.loads(row.extra) if row.extra else {}
         tlvs = bytes.fromhex(extra.get("tlvs", ""))
         try:
-            parts = pdu.split_text(row.text, reference=next(self._reference) % 256)
+            # The reference comes from the row, so parts sent again after a restart still join.
+            parts = pdu.split_text(row.text, reference=row.id % 255 + 1)
         except ValueError as exc:
             self._fail(row, f"unsendable: {exc}")
             return
         registered = 1 if smsc.request_delivery_receipts else 0
         started = time.monotonic()
+        done_parts = await messages.recorded_parts(self.store.db, row.id)
+        in_doubt = row.id in self._startup_doubts
         for number, (coding, data) in enumerate(parts, start=1):
+            if number in done_parts:
+                continue  # accepted before a restart
             udh = len(parts) > 1
 
             def build(sequence: int, coding: int = coding, data: bytes = data, udh: bool = udh) -> bytes:
                 return pdu.build_submit_sm(sequence, source, destination, coding, data, udh=udh,
                                            registered_delivery=registered, tlvs=tlvs)
 
-            while True:
+            smsc_id: str | None = None
+            while smsc_id is None:
+                if in_doubt:
+                    # Sent when the link (or the process) died, with no answer: if the SMSC had
+                    # accepted it, its receipt names this phone. Only then is it not sent again.
+                    smsc_id = await self._settle_doubt(row, self._part_text(coding, data, udh))
+                    in_doubt = False
+                    if smsc_id is not None:
+                        break
                 try:
                     status, response = await self.session.submit(build)
-                    break
                 except LinkDown:
-                    await self.session.bound.wait()  # sent again after the next bind
-            if status != pdu.ESME_ROK:
-                self._fail(row, f"submit refused: {pdu.status_name(status)}")
-                return
-            smsc_id = pdu.response_message_id(response)
+                    in_doubt = True
+                    continue
+                if status != pdu.ESME_ROK:
+                    self._fail(row, f"submit refused: {pdu.status_name(status)}")
+                    return
+                smsc_id = pdu.response_message_id(response)
             self._results.append(messages.PartResult(
                 row.id, number, smsc_id, tuple(sorted(pdu.normalise_message_id(smsc_id))), now()
             ))
+        self._startup_doubts.discard(row.id)
         self._finished.append((row.id, now()))
         self.counters.sent += 1
         self._results_ready.set()
@@ -365,6 +402,38 @@ class Gateway:
                                    "kind": row.kind,
                                    "ms": round((time.monotonic() - started) * 1000, 1),
                                    "queued_ms": round((now() - row.created_at) * 1000, 1)})
+
+    @staticmethod
+    def _part_text(coding: int, data: bytes, udh: bool) -> str:
+        payload = data[data[0] + 1:] if udh else data
+        return pdu.decode_text(coding, payload)[0]
+
+    async def _settle_doubt(self, row: messages.Outgoing, part_text: str) -> str | None:
+        """Wait for a receipt from this phone that shows the SMSC took the part; its id or None."""
+        await self.session.bound.wait()
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._doubts[row.phone] = (part_text, future)
+        try:
+            smsc_id = await asyncio.wait_for(future, self.config.smsc.indoubt_grace)
+        except TimeoutError:
+            log.info("submit_resent", extra={"msisdn": row.phone, "outbox_id": row.id})
+            return None
+        finally:
+            self._doubts.pop(row.phone, None)
+        log.info("submit_confirmed_by_receipt", extra={"msisdn": row.phone, "outbox_id": row.id})
+        return smsc_id
+
+    def _claim_doubt(self, who: str, receipt: pdu.Receipt) -> bool:
+        """An unmatched receipt from a phone with a part in doubt settles it (one per phone)."""
+        waiting = self._doubts.get(who)
+        if waiting is None or waiting[1].done() or not receipt.message_id:
+            return False
+        part_text, future = waiting
+        snippet = receipt.fields.get("text", "").strip().lower()
+        if snippet and not part_text.strip().lower().startswith(snippet[:10]):
+            return False
+        future.set_result(receipt.message_id)
+        return True
 
     def _fail(self, row: messages.Outgoing, error: str) -> None:
         self.counters.failed += 1
@@ -385,14 +454,26 @@ class Gateway:
         pending = self._take_results()
         if not any(pending):
             return
-        async with self.store.tx() as db:
-            await self._write_results(db, pending)
+        try:
+            async with self.store.tx() as db:
+                await self._write_results(db, pending)
+        except BaseException:
+            self._restore_results(pending)
+            raise
         self._results_written(pending)
 
     def _take_results(self) -> _Pending:
         pending = (self._results, self._finished, self._failures, self._acked_pending)
         self._results, self._finished, self._failures, self._acked_pending = [], [], [], []
         return pending
+
+    def _restore_results(self, pending: _Pending) -> None:
+        results, finished, failures, acked = pending
+        self._results = results + self._results
+        self._finished = finished + self._finished
+        self._failures = failures + self._failures
+        self._acked_pending = acked + self._acked_pending
+        self._results_ready.set()
 
     @staticmethod
     async def _write_results(db: aiosqlite.Connection, pending: _Pending) -> None:

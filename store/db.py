@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -76,6 +77,7 @@ class Store:
         self.db = db
         self.path = path
         self._lock = asyncio.Lock()
+        self._maybe_open = False
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "FULL") -> Store:
@@ -85,13 +87,21 @@ class Store:
     async def tx(self) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction (BEGIN IMMEDIATE); rolled back if the block raises."""
         async with self._lock:
+            if self._maybe_open:
+                # A holder was cancelled between BEGIN and COMMIT/ROLLBACK: its statements still ran
+                # in aiosqlite's thread, so a transaction may be open. Close it before starting ours.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await self.db.execute("ROLLBACK")
+            self._maybe_open = True
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
             except BaseException:
                 await self.db.execute("ROLLBACK")
+                self._maybe_open = False
                 raise
             await self.db.execute("COMMIT")
+            self._maybe_open = False
 
     async def close(self) -> None:
         await self.db.close()

@@ -273,6 +273,16 @@ async def match_receipt(
     return outbox_id
 
 
+async def recorded_parts(db: aiosqlite.Connection, outbox_id: int) -> set[int]:
+    async with db.execute("SELECT part_no FROM outbox_parts WHERE outbox_id = ?", (outbox_id,)) as cur:
+        return {int(row[0]) for row in await cur.fetchall()}
+
+
+async def first_queued_per_phone(db: aiosqlite.Connection) -> list[int]:
+    async with db.execute("SELECT min(id) FROM outbox WHERE state = 'queued' GROUP BY phone") as cur:
+        return [int(row[0]) for row in await cur.fetchall()]
+
+
 async def queue_depth(db: aiosqlite.Connection) -> int:
     async with db.execute("SELECT count(*) FROM outbox WHERE state = 'queued'") as cur:
         row = await cur.fetchone()

@@ -1,0 +1,164 @@
+"""Nothing lost, nothing twice: throttling, dropped links, receipts in every format, odd inbound."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from smsgate import pdu, texts
+from tests.harness import Harness
+
+PHONES = [f"+7903{n:07d}" for n in range(1, 21)]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def outbox_states(gate: Harness) -> dict[str, int]:
+    async with gate.store.db.execute("SELECT state, count(*) FROM outbox GROUP BY state") as cursor:
+        return {state: count for state, count in await cursor.fetchall()}
+
+
+@pytest.fixture
+async def flaky(tmp_path: Path) -> AsyncIterator[Harness]:
+    """An SMSC that drops the link after every 100 submits and throttles every 10th."""
+    harness = Harness(tmp_path, simulator_options={"drop_after": 100, "throttle_every": 10})
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+async def test_drops_and_throttling_lose_nothing_and_keep_order(flaky: Harness) -> None:
+    # Each phone sends numbered texts; every reply is the help text, so order is checked through
+    # the inbox ids the replies were queued for.
+    for round_number in range(15):
+        await asyncio.gather(*(
+            flaky.simulator.send_mo(phone, f"вопрос {round_number}", timeout=30) for phone in PHONES
+        ))
+    total = 15 * len(PHONES)
+    await flaky.simulator.wait_sent(None, total, timeout=60)
+    assert flaky.simulator.drops >= 2 and flaky.simulator.throttled >= 20
+    await eventually(lambda: _all_submitted(flaky, total), 30)
+    assert len(flaky.simulator.sent) == total  # once each: no part sent twice after a drop
+    async with flaky.store.db.execute("SELECT smsc_id, outbox_id FROM outbox_parts") as cursor:
+        outbox_of = {smsc_id: outbox_id for smsc_id, outbox_id in await cursor.fetchall()}
+    async with flaky.store.db.execute(
+        "SELECT o.id, i.id FROM outbox o JOIN inbox i ON o.request_key = 'in:' || i.id || ':0'"
+    ) as cursor:
+        inbox_of = dict(await cursor.fetchall())
+    # Per phone, replies reached the SMSC in the order the residents' texts came in.
+    by_phone: dict[str, list[int]] = {}
+    for sent in flaky.simulator.sent:
+        by_phone.setdefault(sent.phone, []).append(inbox_of[outbox_of[sent.message_ids[0]]])
+    assert set(by_phone) == set(PHONES)
+    for order in by_phone.values():
+        assert len(order) == 15 and order == sorted(order)
+
+
+async def _all_submitted(gate: Harness, total: int) -> bool:
+    states = await outbox_states(gate)
+    return states.get("queued", 0) == 0 and sum(states.values()) == total
+
+
+@pytest.mark.parametrize(
+    ("receipt_format", "message_id_format"),
+    [("text", "hex"), ("text", "decimal"), ("decimal", "hex"), ("tlv", "hex"), ("text12", "decimal")],
+)
+async def test_receipts_in_every_format_are_matched(
+    tmp_path: Path, receipt_format: str, message_id_format: str
+) -> None:
+    gate = Harness(tmp_path, simulator_options={
+        "receipt_format": receipt_format, "message_id_format": message_id_format,
+    })
+    await gate.start()
+    try:
+        await gate.sms(PHONES[0], "Помощь")
+        await gate.sms(PHONES[0], "я" * 200)  # help again
+        await gate.sms(PHONES[1], "рег")  # one part
+        await eventually(lambda: _states_are(gate, {"delivered": 3}))
+        async with gate.store.db.execute(
+            "SELECT count(*) FROM receipts WHERE outbox_id IS NULL"
+        ) as cursor:
+            assert (await cursor.fetchone())[0] == 0
+    finally:
+        await gate.close()
+
+
+async def _states_are(gate: Harness, expected: dict[str, int]) -> bool:
+    return await outbox_states(gate) == expected
+
+
+async def test_multi_part_reply_is_delivered_when_every_part_is(tmp_path: Path) -> None:
+    gate = Harness(tmp_path, simulator_options={"receipt_format": "tlv"})
+    await gate.start()
+    try:
+        account = gate.demo[0]
+        await gate.sms(PHONES[0], f"рег {account.number} {account.receipt_code}")
+        await gate.sms(PHONES[0], "баланс")
+        assert gate.simulator.sent_to(PHONES[0])[-1].parts > 1
+        await eventually(lambda: _states_are(gate, {"delivered": 2}))
+        async with gate.store.db.execute(
+            "SELECT count(*) FROM outbox_parts WHERE state = 'delivered'"
+        ) as cursor:
+            assert (await cursor.fetchone())[0] == 1 + gate.simulator.sent_to(PHONES[0])[-1].parts
+    finally:
+        await gate.close()
+
+
+async def test_garbage_receipts_are_kept_and_never_fatal(tmp_path: Path) -> None:
+    gate = Harness(tmp_path, simulator_options={"receipt_format": "garbage"})
+    await gate.start()
+    try:
+        binds = gate.simulator.binds
+        await gate.sms(PHONES[0], "Помощь")
+        await gate.sms(PHONES[0], "Помощь")
+
+        async def kept() -> bool:
+            async with gate.store.db.execute(
+                "SELECT count(*) FROM receipts WHERE outbox_id IS NULL"
+            ) as cursor:
+                return int((await cursor.fetchone())[0]) == 2
+
+        await eventually(kept)
+        assert await gate.sms(PHONES[0], "Помощь") == [texts.HELP]
+        assert gate.simulator.binds == binds
+        await eventually(lambda: _states_are(gate, {"submitted": 3}))
+    finally:
+        await gate.close()
+
+
+async def test_inbound_udh_with_16_bit_reference_is_reassembled(tmp_path: Path) -> None:
+    gate = await Harness(tmp_path).start()
+    try:
+        account = gate.demo[0]
+        text = f"РЕГ {account.number} {account.receipt_code}" + " " * 70  # two UCS-2 parts
+        assert len(pdu.split_text(text, reference=0x1234)) == 2
+        start = len(gate.simulator.sent_to(PHONES[0]))
+        statuses = await gate.simulator.send_mo(PHONES[0], text, udh_reference=0x1234)
+        assert statuses == [0, 0]
+        [reply] = await gate.simulator.wait_sent(PHONES[0], start + 1)
+        assert reply.text.startswith(f"Счёт {account.number} подключён.")
+    finally:
+        await gate.close()
+
+
+async def test_unknown_data_coding_is_read_not_lost(tmp_path: Path) -> None:
+    gate = await Harness(tmp_path).start()
+    try:
+        statuses = await gate.simulator.send_mo(PHONES[0], payload=b"BALANCE", data_coding=0xF3)
+        assert statuses == [0]
+        [reply] = await gate.simulator.wait_sent(PHONES[0], 1)
+        assert reply.text == texts.NOT_REGISTERED  # understood as BALANCE from an unknown phone
+    finally:
+        await gate.close()
