@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    logs.setup(config.log.path, config.log.format, config.log.level)
+    log_path = str(config.resolve(config.log.path)) if config.log.path else ""
+    logs.setup(log_path, config.log.format, config.log.level)
     handlers: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
         "run": lambda: cmd_run(config, args.demo_if_empty),
         "simulator": lambda: cmd_simulator(config),

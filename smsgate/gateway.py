@@ -34,15 +34,17 @@ PROCESS_BATCH = 256
 ORPHAN_SECONDS = 30.0  # how long a receipt waits for the submit it names to be recorded
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Orphan:
+    """A receipt that names no recorded part (yet)."""
+
     receipt_id: int
-    smsc_id: str
+    phone: str
+    receipt: pdu.Receipt
     keys: frozenset[str]
-    stat: str
-    err: str
     at: float
     give_up_at: float
+    settled_doubt: bool = False
 
 
 _Pending = tuple[
@@ -218,25 +220,27 @@ class Gateway:
             db, receipt.message_id, receipt.stat, receipt.err, message.text, at
         )
         self.counters.receipts += 1
-        orphan = _Orphan(receipt_id, receipt.message_id, keys, receipt.stat, receipt.err, at,
+        orphan = _Orphan(receipt_id, self._phone_of(message), receipt, keys, at,
                          time.monotonic() + ORPHAN_SECONDS)
-        if not await self._match(db, orphan):
-            self._claim_doubt(self._phone_of(message), receipt)
+        await self._match(db, orphan)
 
     async def _match(self, db: aiosqlite.Connection, orphan: _Orphan) -> bool:
+        receipt = orphan.receipt
         matched = await messages.match_receipt(
-            db, orphan.receipt_id, orphan.keys, orphan.stat, orphan.err, orphan.at
+            db, orphan.receipt_id, orphan.keys, receipt.stat, receipt.err, orphan.at
         )
         if matched is not None:
-            log.info("dlr", extra={"outbox_id": matched, "stat": orphan.stat, "err": orphan.err})
+            log.info("dlr", extra={"outbox_id": matched, "stat": receipt.stat, "err": receipt.err})
             return True
+        if not orphan.settled_doubt:
+            orphan.settled_doubt = self._claim_doubt(orphan)
         if orphan.keys and time.monotonic() < orphan.give_up_at:
             # The submit_sm_resp it names may still be on its way to the store: try again later.
             self._orphans.append(orphan)
         else:
             self.counters.receipts_unmatched += 1
-            log.warning("dlr_unmatched", extra={"smsc_id": orphan.smsc_id[:64], "stat": orphan.stat,
-                                                "receipt_id": orphan.receipt_id})
+            log.warning("dlr_unmatched", extra={"smsc_id": receipt.message_id[:64],
+                                                "stat": receipt.stat, "receipt_id": orphan.receipt_id})
         return False
 
     async def _retry_orphans(self) -> None:
@@ -413,6 +417,11 @@ class Gateway:
         await self.session.bound.wait()
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._doubts[row.phone] = (part_text, future)
+        for orphan in self._orphans:  # the receipt may have come before we started waiting
+            if orphan.phone == row.phone and not orphan.settled_doubt:
+                orphan.settled_doubt = self._claim_doubt(orphan)
+                if orphan.settled_doubt:
+                    break
         try:
             smsc_id = await asyncio.wait_for(future, self.config.smsc.indoubt_grace)
         except TimeoutError:
@@ -423,16 +432,16 @@ class Gateway:
         log.info("submit_confirmed_by_receipt", extra={"msisdn": row.phone, "outbox_id": row.id})
         return smsc_id
 
-    def _claim_doubt(self, who: str, receipt: pdu.Receipt) -> bool:
+    def _claim_doubt(self, orphan: _Orphan) -> bool:
         """An unmatched receipt from a phone with a part in doubt settles it (one per phone)."""
-        waiting = self._doubts.get(who)
-        if waiting is None or waiting[1].done() or not receipt.message_id:
+        waiting = self._doubts.get(orphan.phone)
+        if waiting is None or waiting[1].done() or not orphan.receipt.message_id:
             return False
         part_text, future = waiting
-        snippet = receipt.fields.get("text", "").strip().lower()
+        snippet = orphan.receipt.fields.get("text", "").strip().lower()
         if snippet and not part_text.strip().lower().startswith(snippet[:10]):
             return False
-        future.set_result(receipt.message_id)
+        future.set_result(orphan.receipt.message_id)
         return True
 
     def _fail(self, row: messages.Outgoing, error: str) -> None:

@@ -34,7 +34,6 @@ from aiosmpplib import (
     DeliverSmResp,
     EnquireLink,
     EnquireLinkResp,
-    GenericNack,
     PhoneNumber,
     SmppCommandStatus,
     SubmitSm,
@@ -487,12 +486,17 @@ def build_submit_sm(
         encoding="ucs2" if data_coding == 8 else None,
         auto_message_payload=False,
     )
-    message.set_encoded_message(user_data)
+    # aiosmpplib re-encodes its placeholder when the encoded message is empty; send one octet
+    # and cut it out below instead.
+    message.set_encoded_message(user_data or b"\x00")
     pdu = bytes(message.pdu())
+    offset = _data_coding_offset(pdu)
     if data_coding not in (0, 8):
         # aiosmpplib only names the codings in its enum; patch the octet for any other.
-        offset = _data_coding_offset(pdu)
         pdu = pdu[:offset] + bytes([data_coding]) + pdu[offset + 1 :]
+    if not user_data:
+        body = pdu[HEADER_LENGTH : offset + 2] + b"\x00" + pdu[offset + 4 :]
+        pdu = HEADER.pack(HEADER_LENGTH + len(body), *HEADER.unpack_from(pdu)[1:]) + body
     return _with_tlvs(pdu, tlvs)
 
 
@@ -571,7 +575,8 @@ def unbind_resp(sequence: int) -> bytes:
 
 
 def generic_nack(sequence: int, status: int = ESME_RINVCMDID) -> bytes:
-    return bytes(GenericNack(sequence_num=sequence, command_status=SmppCommandStatus(status)).pdu())
+    # Built by hand: aiosmpplib refuses statuses outside its enum.
+    return HEADER.pack(HEADER_LENGTH, GENERIC_NACK, status, sequence)
 
 
 def response_message_id(pdu: bytes) -> str:

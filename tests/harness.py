@@ -18,7 +18,7 @@ def make_config(tmp_path: Path, smsc_port: int, **sections: dict[str, Any]) -> C
         "smsc": {
             "port": smsc_port, "embedded_simulator": False, "reconnect_min": 0.05,
             "reconnect_max": 0.5, "enquire_link_interval": 5.0, "throttle_pause": 0.05,
-            "submit_rate": 5000.0, "indoubt_grace": 1.0,
+            "submit_rate": 5000.0, "indoubt_grace": 3.0,
         },
         "store": {"path": str(tmp_path / "smsgate.db")},
         "log": {"level": "debug"},

@@ -182,3 +182,16 @@ def test_message_ids_match_across_hex_and_decimal() -> None:
     assert not pdu.normalise_message_id("") and not (
         pdu.normalise_message_id("11") & pdu.normalise_message_id("12")
     )
+
+
+def test_empty_user_data_is_sent_empty() -> None:
+    raw = pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 0, b"")
+    message = pdu.decode_sm(raw)
+    assert message.payload == b"" and message.text == ""
+    assert struct.unpack("!I", raw[:4])[0] == len(raw)
+    with_tlv = pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"", tlvs=pdu.tlv(0x0501, b"\x11"))
+    assert pdu.decode_sm(with_tlv).ussd_service_op == 0x11
+
+
+def test_generic_nack_takes_any_status() -> None:
+    assert pdu.parse_header(pdu.generic_nack(9, 0x400)) == pdu.Header(16, pdu.GENERIC_NACK, 0x400, 9)
