@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import secrets
@@ -10,14 +11,25 @@ from dataclasses import dataclass
 from enum import Enum
 from zoneinfo import ZoneInfo
 
-from smsgate import logs, pdu, phone, security
+from smsgate import logs, pdu, phone, security, texts
 from smsgate.config import Config
-from store import accounts, debts, messages, ratelimits, residents
-from store.db import Store, now
+from store import accounts, codes, debts, messages, ratelimits, residents
+from store.db import NotFound, Store, now
 
 TIMEZONE = ZoneInfo("Asia/Barnaul")
 HOUR = 3600.0
 DAY = 86400.0
+# Web guesses (passwords, receipt codes, reset codes) are counted over this window.
+LOGIN_WINDOW = HOUR
+RESET_PURPOSE = "reset"
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+# The passwords every guessing list starts with; length alone does not keep these out.
+_COMMON_PASSWORDS = frozenset({
+    "password", "password1", "qwerty123", "qwertyui", "qwerty12345", "iloveyou", "1q2w3e4r",
+    "1qaz2wsx", "zaq12wsx", "asdfghjk", "йцукенгш", "пароль123", "abcd1234", "12345678",
+    "123456789", "1234567890", "87654321", "11111111", "00000000", "12341234",
+})
 log = logs.get("services")
 
 
@@ -38,6 +50,9 @@ class Outcome(Enum):
     BAD = "bad"  # wrong account or code (one answer for both)
     LOCKED = "locked"  # too many wrong tries
     ALREADY = "already"  # nothing to do
+    NOT_MOBILE = "not_mobile"  # not a Russian mobile number: no SMS can go there
+    WEAK = "weak"  # the new password breaks a rule (ChangeResult.weakness says which)
+    UNAVAILABLE = "unavailable"  # no SMS can be sent now (daily cap, prefix limit)
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,29 @@ class AccountDebts:
     @property
     def total(self) -> int:
         return sum(line.amount for line in self.lines)
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    outcome: Outcome  # OK, BAD (unknown login or wrong password: one answer) or LOCKED
+    resident: residents.Resident | None = None
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    outcome: Outcome  # OK, BAD (wrong current password or code), LOCKED or WEAK
+    weakness: str = ""  # for WEAK: "short", "long", "login", "simple" or "same"
+    resident: residents.Resident | None = None
+
+
+@dataclass(frozen=True)
+class AccountDetail:
+    """One linked account as the web shows it: debts, last month's charges, recent payments."""
+
+    balance: AccountDebts
+    period: str  # YYYY-MM of `charges`; empty when nothing was charged lately
+    charges: tuple[debts.ServiceCharge, ...]
+    payments: tuple[debts.Payment, ...]
 
 
 # Called after something was queued for sending, to wake the sender without waiting for a poll.
@@ -207,3 +245,307 @@ class Services:
                 await ratelimits.record(db, day_key, at)
         self._wake()
         return True
+
+    # ---- the website (issue 3): logging in, passwords, reset codes, linking ---------------------
+
+    async def resident(self, resident_id: int) -> residents.Resident | None:
+        """The resident a web session belongs to; None once the row is gone."""
+        try:
+            return await residents.get(self.store.db, resident_id)
+        except NotFound:
+            return None
+
+    async def login(self, login: str, password: str, ip: str) -> LoginResult:
+        """Check a login (a phone written any common way, or a card number) and its password.
+
+        Failures are counted per resident and per IP. An unknown login costs the same hash and gets
+        the same answer as a wrong password, and locks the same way, so residents cannot be told apart.
+        """
+        at = now()
+        resident = await self._resident_by_login(login)
+        account_key = self._login_key(resident, login)
+        ip_key = f"web-failed-ip:{ip}"
+        if not (
+            await self._within(account_key, LOGIN_WINDOW, self.limits.login_failures_per_account, at)
+            and await self._within(ip_key, LOGIN_WINDOW, self.limits.login_failures_per_ip, at)
+        ):
+            log.info("login_refused", extra={"reason": "throttled"})
+            return LoginResult(Outcome.LOCKED)
+        if not await security.verify_password(password, resident.password_hash if resident else None):
+            async with self.store.tx() as db:
+                await ratelimits.record(db, account_key, at)
+                await ratelimits.record(db, ip_key, at)
+            log.info("login_refused", extra={"reason": "bad_pair"})
+            return LoginResult(Outcome.BAD)
+        assert resident is not None
+        async with self.store.tx() as db:
+            await ratelimits.clear(db, account_key)
+        log.info("logged_in", extra={"msisdn": resident.phone, "channel": "web"})
+        return LoginResult(Outcome.OK, resident)
+
+    async def _resident_by_login(self, login: str) -> residents.Resident | None:
+        text = login.strip()
+        compact = re.sub(r"[\s\-]", "", text)
+        # A ten-digit card number can also read as a phone without +7; the card wins when it exists.
+        if security.is_card_number(compact):
+            found = await residents.by_card(self.store.db, compact)
+            if found is not None:
+                return found
+        try:
+            who = phone.normalise(text)
+        except phone.BadPhone:
+            return None
+        return await residents.by_phone(self.store.db, who)
+
+    @staticmethod
+    def _login_key(resident: residents.Resident | None, login: str) -> str:
+        if resident is not None:
+            return f"login-failed:{resident.id}"
+        try:
+            return f"login-failed:{phone.normalise(login)}"
+        except phone.BadPhone:
+            return f"login-failed:{login.strip().lower()[:64]}"
+
+    @staticmethod
+    def password_weakness(new_password: str, resident_phone: str, card_number: str = "") -> str:
+        """Why a new password is refused ("" when it is fine): length, the login itself, a common one."""
+        if len(new_password) < PASSWORD_MIN_LENGTH:
+            return "short"
+        if len(new_password) > PASSWORD_MAX_LENGTH:
+            return "long"
+        compact = re.sub(r"[\s\-+()]", "", new_password)
+        national = resident_phone[2:]  # +79031234567 -> 9031234567
+        if compact in {national, "7" + national, "8" + national, card_number}:
+            return "login"
+        if len(set(new_password)) < 4 or new_password.lower() in _COMMON_PASSWORDS:
+            return "simple"
+        return ""
+
+    async def change_password(
+        self, resident_id: int, current: str, new_password: str, ip: str
+    ) -> ChangeResult:
+        """Replace a password by the resident's own; wrong current passwords count as failed logins."""
+        at = now()
+        resident = await residents.get(self.store.db, resident_id)
+        weakness = self.password_weakness(new_password, resident.phone, resident.card_number)
+        if not weakness and new_password == current:
+            weakness = "same"
+        if weakness:
+            return ChangeResult(Outcome.WEAK, weakness)
+        account_key = self._login_key(resident, "")
+        ip_key = f"web-failed-ip:{ip}"
+        if not (
+            await self._within(account_key, LOGIN_WINDOW, self.limits.login_failures_per_account, at)
+            and await self._within(ip_key, LOGIN_WINDOW, self.limits.login_failures_per_ip, at)
+        ):
+            return ChangeResult(Outcome.LOCKED)
+        if not await security.verify_password(current, resident.password_hash):
+            async with self.store.tx() as db:
+                await ratelimits.record(db, account_key, at)
+                await ratelimits.record(db, ip_key, at)
+            return ChangeResult(Outcome.BAD)
+        password_hash = await security.hash_password(new_password)
+        async with self.store.tx() as db:
+            await residents.set_password(db, resident.id, password_hash, must_change=False)
+            await ratelimits.clear(db, account_key)
+        log.info("password_changed", extra={"msisdn": resident.phone, "channel": "web"})
+        if not resident.must_change_password:
+            # Replacing a password that came by SMS needs no notice: only the phone's owner had it.
+            await self.queue_sms(resident.phone, texts.WEB_PASSWORD_CHANGED, "notice")
+        return ChangeResult(Outcome.OK, resident=await residents.get(self.store.db, resident.id))
+
+    async def _sms_room(self, to: str, text: str) -> bool:
+        """Whether queue_sms would take this text now (the same checks; queue_sms records them)."""
+        at = now()
+        prefix_key = f"sms-prefix:{phone.prefix(to)}"
+        if not await self._within(prefix_key, HOUR, self.limits.sms_per_prefix_per_hour, at):
+            return False
+        day_key = f"web-sms-parts:{local_today().isoformat()}"
+        sent = await ratelimits.count(self.store.db, day_key, at - DAY)
+        return sent + pdu.count_parts(text) <= self.config.web.daily_sms_cap
+
+    async def request_reset(self, who: str, ip: str) -> Outcome:
+        """Send a 6-digit code for a new password; OK whether or not the phone is registered.
+
+        Limits count every request, registered or not, so they cannot tell residents apart either.
+        """
+        if not phone.is_russian_mobile(who):
+            return Outcome.NOT_MOBILE
+        at = now()
+        key = f"reset:{who}"
+        ip_key = f"sms-ip:{ip}"
+        allowed = (
+            await self._within(key, HOUR, self.limits.password_per_hour, at)
+            and await self._within(key, DAY, self.limits.password_per_day, at)
+            and await self._within(ip_key, HOUR, self.limits.sms_per_ip_per_hour, at)
+        )
+        if not allowed:
+            log.info("reset_refused", extra={"msisdn": who, "reason": "limit"})
+            return Outcome.LIMITED
+        code = security.new_code()
+        text = texts.WEB_RESET_CODE.format(code=code)
+        if not await self._sms_room(who, text):
+            return Outcome.UNAVAILABLE
+        resident = await residents.by_phone(self.store.db, who)
+        salt = secrets.token_hex(16)
+        expires = at + self.limits.code_ttl_minutes * 60.0
+        async with self.store.tx() as db:
+            await ratelimits.record(db, key, at)
+            await ratelimits.record(db, ip_key, at)
+            if resident is not None:
+                # A resend replaces the code: only the newest one works.
+                await codes.put(db, who, RESET_PURPOSE, security.hash_code(code, salt), salt, expires, at)
+        if resident is not None and not await self.queue_sms(who, text, "secret"):
+            async with self.store.tx() as db:
+                await codes.delete(db, who, RESET_PURPOSE)
+        log.info("reset_requested", extra={"msisdn": who})
+        return Outcome.OK
+
+    async def confirm_reset(self, who: str, code: str, new_password: str, ip: str) -> ChangeResult:
+        """Set a new password with the code sent by request_reset: single use, expiring, few tries."""
+        at = now()
+        ip_key = f"web-failed-ip:{ip}"
+        if not await self._within(ip_key, LOGIN_WINDOW, self.limits.login_failures_per_ip, at):
+            return ChangeResult(Outcome.LOCKED)
+        # Checked before the code, so a weak password does not use up a try.
+        weakness = self.password_weakness(new_password, who)
+        if weakness:
+            return ChangeResult(Outcome.WEAK, weakness)
+        stored = await codes.get(self.store.db, who, RESET_PURPOSE)
+        live = stored is not None and stored.expires_at > at and stored.attempts < self.limits.code_attempts
+        if stored is None or not live or not security.codes_equal(code.strip(), stored.payload,
+                                                                    stored.code_hash):
+            async with self.store.tx() as db:
+                await ratelimits.record(db, ip_key, at)
+                if stored is not None:
+                    if not live or stored.attempts + 1 >= self.limits.code_attempts:
+                        await codes.delete(db, who, RESET_PURPOSE)
+                    else:
+                        await codes.add_attempt(db, who, RESET_PURPOSE)
+            log.info("reset_refused", extra={"msisdn": who, "reason": "bad_code"})
+            return ChangeResult(Outcome.BAD)
+        password_hash = await security.hash_password(new_password)
+        async with self.store.tx() as db:
+            # Checked again inside the transaction: of two requests with one code, one wins.
+            again = await codes.get(db, who, RESET_PURPOSE)
+            resident = await residents.by_phone(db, who)
+            if again is None or again.code_hash != stored.code_hash or resident is None:
+                return ChangeResult(Outcome.BAD)
+            await codes.delete(db, who, RESET_PURPOSE)
+            await residents.set_password(db, resident.id, password_hash, must_change=False)
+            await ratelimits.clear(db, self._login_key(resident, ""))
+        log.info("password_changed", extra={"msisdn": who, "channel": "reset"})
+        await self.queue_sms(who, texts.WEB_PASSWORD_CHANGED, "notice")
+        return ChangeResult(Outcome.OK, resident=await residents.get(self.store.db, resident.id))
+
+    async def _guess_allowed(self, ip: str, number: str, at: float) -> bool:
+        """Receipt codes typed on the web: the phone is not proven, so count per IP and per account."""
+        window = self.limits.register_lock_minutes * 60.0
+        return await self._within(
+            f"web-failed-ip:{ip}", LOGIN_WINDOW, self.limits.login_failures_per_ip, at
+        ) and await self._within(
+            f"register-failed-account:{number}", window, self.limits.register_failures, at
+        )
+
+    async def _record_guess(self, ip: str, number: str, at: float) -> None:
+        async with self.store.tx() as db:
+            await ratelimits.record(db, f"web-failed-ip:{ip}", at)
+            await ratelimits.record(db, f"register-failed-account:{number}", at)
+
+    async def register_web(
+        self, who: str, account_raw: str, receipt_code: str, ip: str
+    ) -> RegisterResult:
+        """Registration from the site: `register`, then the password goes by SMS, never to the page.
+
+        The result never carries the password; the resident types it from the SMS, which proves the
+        phone is theirs.
+        """
+        if not phone.is_russian_mobile(who):
+            return RegisterResult(Outcome.NOT_MOBILE)
+        at = now()
+        number = normalise_account(account_raw)
+        if not await self._guess_allowed(ip, number, at):
+            return RegisterResult(Outcome.LOCKED)
+        if not await self._within(f"sms-ip:{ip}", HOUR, self.limits.sms_per_ip_per_hour, at):
+            return RegisterResult(Outcome.LIMITED)
+        sample = texts.REGISTER_OK.format(
+            account=number[:20], password="x" * security.PASSWORD_LENGTH, card="0" * 10
+        )
+        if not await self._sms_room(who, sample):
+            return RegisterResult(Outcome.UNAVAILABLE)
+        result = await self.register(who, account_raw, receipt_code)
+        if result.outcome is Outcome.BAD:
+            await self._record_guess(ip, number, at)
+        if result.outcome is not Outcome.OK:
+            return dataclasses.replace(result, password=None)
+        if result.password:
+            text = texts.REGISTER_OK.format(
+                account=result.account, password=result.password, card=result.card_number
+            )
+            kind = "secret"
+        else:
+            text, kind = texts.REGISTER_LINKED.format(account=result.account), "notice"
+        async with self.store.tx() as db:
+            await ratelimits.record(db, f"sms-ip:{ip}", at)
+        if not await self.queue_sms(who, text, kind):
+            # Registered all the same: ПАРОЛЬ by SMS or the reset page give a password later.
+            log.warning("register_sms_lost", extra={"msisdn": who})
+        return dataclasses.replace(result, password=None)
+
+    async def link_account(
+        self, resident_id: int, account_raw: str, receipt_code: str, ip: str
+    ) -> RegisterResult:
+        """Link another account to a logged-in resident: `register` for their own phone."""
+        at = now()
+        resident = await residents.get(self.store.db, resident_id)
+        number = normalise_account(account_raw)
+        if not await self._guess_allowed(ip, number, at):
+            return RegisterResult(Outcome.LOCKED)
+        result = await self.register(resident.phone, account_raw, receipt_code)
+        if result.outcome is Outcome.BAD:
+            await self._record_guess(ip, number, at)
+        return result
+
+    async def account_details(self, resident_id: int) -> list[AccountDetail]:
+        """Every linked account: debts per provider (as BALANCE computes them), charges, payments."""
+        today = local_today()
+        details: list[AccountDetail] = []
+        for account_debts in await self.debts_of_resident(resident_id):
+            period, charges = await self._last_charges(account_debts.account, today)
+            payments = await debts.recent_payments(
+                self.store.db, account_debts.account, today.isoformat(), limit=10
+            )
+            details.append(AccountDetail(account_debts, period, tuple(charges), tuple(payments)))
+        return details
+
+    async def _last_charges(self, number: str, today: dt.date) -> tuple[str, list[debts.ServiceCharge]]:
+        """Charges per provider and service in the latest month billed (of the last three).
+
+        The store sums charges up to a period; one month's charges are the difference of two sums.
+        """
+        month = today.replace(day=1)
+        for _ in range(3):
+            before = (month - dt.timedelta(days=1)).replace(day=1)
+            upto = await debts.charges_by_service(self.store.db, number, month.strftime("%Y-%m"))
+            earlier = {
+                (line.provider, line.service): line.amount
+                for line in await debts.charges_by_service(
+                    self.store.db, number, before.strftime("%Y-%m")
+                )
+            }
+            lines = [
+                debts.ServiceCharge(line.provider, line.service,
+                                    line.amount - earlier.get((line.provider, line.service), 0))
+                for line in upto
+                if line.amount != earlier.get((line.provider, line.service), 0)
+            ]
+            if lines:
+                return month.strftime("%Y-%m"), lines
+            month = before
+        return "", []
+
+    async def sms_history(self, resident_id: int, limit: int = 20) -> list[tuple[str, str, float, str]]:
+        """The resident's own texts, newest first, with passwords and codes masked."""
+        resident = await residents.get(self.store.db, resident_id)
+        rows = await messages.history(self.store.db, resident.phone, limit)
+        return [(direction, texts.mask_secrets(text), at, state) for direction, text, at, state in rows]

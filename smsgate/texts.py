@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import string
+
 SERVICE = "Расчётный центр"
 
 HELP = "БАЛАНС-долг; ПАРОЛЬ-новый пароль; РЕГ счёт код; СТОП/СТАРТ-напоминания"
@@ -38,3 +41,39 @@ def money(kopecks: int) -> str:
     roubles, kop = divmod(abs(kopecks), 100)
     grouped = f"{roubles:,}".replace(",", " ")
     return f"{sign}{grouped},{kop:02d}"
+
+
+def _secret_pattern(template: str) -> re.Pattern[str]:
+    """A template as a regex whose {password} and {code} are groups named `secret`."""
+    pattern = ""
+    for literal, field_name, _, _ in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if field_name in ("password", "code"):
+            pattern += r"(?P<secret>\S+?)"
+        elif field_name is not None:
+            pattern += ".*?"
+    return re.compile(pattern, re.DOTALL)
+
+
+# Texts that carry a password or a code; the web history shows them masked.
+_SECRET_TEXTS = tuple(_secret_pattern(t) for t in (PASSWORD_SENT, REGISTER_OK, WEB_RESET_CODE))
+
+
+def _secret_span(text: str) -> tuple[int, int] | None:
+    for pattern in _SECRET_TEXTS:
+        found = pattern.fullmatch(text)
+        if found:
+            return found.span("secret")
+    return None
+
+
+def find_secret(text: str) -> str | None:
+    """The password or code in a text sent with one of the templates above, if it is one."""
+    span = _secret_span(text)
+    return text[span[0]:span[1]] if span else None
+
+
+def mask_secrets(text: str) -> str:
+    """A sent text as the resident's history shows it: a password or code replaced by dots."""
+    span = _secret_span(text)
+    return text[:span[0]] + "•" * 6 + text[span[1]:] if span else text

@@ -189,7 +189,9 @@ def test_empty_user_data_is_sent_empty() -> None:
     message = pdu.decode_sm(raw)
     assert message.payload == b"" and message.text == ""
     assert struct.unpack("!I", raw[:4])[0] == len(raw)
-    with_tlv = pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"", tlvs=pdu.tlv(0x0501, b"\x11"))
+    with_tlv = pdu.build_submit_sm(
+        1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"", tlvs=pdu.tlv(0x0501, b"\x11")
+    )
     assert pdu.decode_sm(with_tlv).ussd_service_op == 0x11
 
 
