@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("file", type=Path)
 
     commands.add_parser("demo", help="fill an empty store with demo data")
+    commands.add_parser("status", help="bind state, queue and recent traffic of the running gateway")
     return parser
 
 
@@ -57,14 +59,19 @@ async def _open_store(config: Config):  # type: ignore[no-untyped-def]
     return await Store.open(config.resolve(config.store.path))
 
 
-async def cmd_run(config: Config, demo_if_empty: bool) -> int:
+async def cmd_run(config: Config, demo_if_empty: bool, log_handler: logging.Handler) -> int:
     from smsgate.demo import format_demo_accounts, load_demo
     from smsgate.gateway import Gateway
+    from smsgate.metrics import Metrics
+    from smsgate.operator import start_operator
     from smsgate.simulator import run_simulator
+    from smsgate.web import start_web
     from store import accounts
 
+    metrics = Metrics().attach()
     store = await _open_store(config)
     background: list[asyncio.Task[None]] = []
+    stops: list[Callable[[], Awaitable[None]]] = []
     gateway: Gateway | None = None
     try:
         if demo_if_empty and await accounts.count(store.db) == 0:
@@ -75,12 +82,15 @@ async def cmd_run(config: Config, demo_if_empty: bool) -> int:
             await asyncio.sleep(0.2)
         gateway = Gateway(config, store)
         await gateway.start()
-        extra = await _start_optional_services(config, gateway)
+        stops.append(await start_web(config, gateway))
+        _port, stop_operator = await start_operator(config, gateway, metrics)
+        stops.append(stop_operator)
+        _reopen_logs_on_sighup(log_handler)
         print(_banner(config), flush=True)
         await _wait_for_signal()
-        for stop in extra:
-            await stop()
     finally:
+        for stop in reversed(stops):
+            await stop()
         if gateway is not None:
             await gateway.stop()
         for task in background:
@@ -88,20 +98,33 @@ async def cmd_run(config: Config, demo_if_empty: bool) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await store.close()
+        metrics.detach()
     return 0
 
 
-async def _start_optional_services(
-    config: Config, gateway: object
-) -> list[Callable[[], Awaitable[None]]]:
-    """The website and the operator listener, started next to the gateway."""
-    stops: list[Callable[[], Awaitable[None]]] = []
+def _reopen_logs_on_sighup(handler: logging.Handler) -> None:
+    """logrotate moves the file away and sends SIGHUP: start a new file without a restart."""
+    if isinstance(handler, logs.ReopenableFileHandler):
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handler.reopen)
+
+
+async def cmd_status(config: Config) -> int:
+    """Ask the running gateway's operator listener; say clearly when nothing answers."""
+    import aiohttp
+
+    from smsgate.operator import format_status
+
+    url = f"http://{config.operator.host}:{config.operator.port}/status"
     try:
-        from smsgate.web import start_web
-    except ImportError:
-        return stops
-    stops.append(await start_web(config, gateway))
-    return stops
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            async with session.get(url) as response:
+                data = await response.json()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        print(f"smsgate is not answering at {url}: {exc}", file=sys.stderr)
+        return 1
+    print(format_status(data))
+    return 0 if data.get("bind") == "bound" else 3
 
 
 def _banner(config: Config) -> str:
@@ -109,6 +132,7 @@ def _banner(config: Config) -> str:
         f"smsgate is running: SMSC {config.smsc.host}:{config.smsc.port}"
         + (" (built-in simulator)" if config.smsc.embedded_simulator else ""),
         f"  website:  http://{config.web.host}:{config.web.port}/",
+        f"  operator: http://{config.operator.host}:{config.operator.port}/metrics  (and smsgate status)",
         '  try:      smsgate sms +79031234567 "Помощь"   (in another terminal)',
         "  stop:     Ctrl+C",
     ]
@@ -189,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     log_path = str(config.resolve(config.log.path)) if config.log.path else ""
-    logs.setup(log_path, config.log.format, config.log.level)
+    log_handler = logs.setup(log_path, config.log.format, config.log.level)
     handlers: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
-        "run": lambda: cmd_run(config, args.demo_if_empty),
+        "run": lambda: cmd_run(config, args.demo_if_empty, log_handler),
+        "status": lambda: cmd_status(config),
         "simulator": lambda: cmd_simulator(config),
         "sms": lambda: cmd_sms(config, args.phone, " ".join(args.text), args.wait),
         "import": lambda: cmd_import(config, args.kind, args.file),

@@ -79,6 +79,15 @@ class ReopenableFileHandler(logging.StreamHandler[TextIO]):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         return open(self.path, "a", encoding="utf-8", buffering=1)
 
+    def close(self) -> None:
+        # StreamHandler leaves its stream open; this one opened the file, so it closes it.
+        self.acquire()
+        try:
+            self.stream.close()
+        finally:
+            self.release()
+        super().close()
+
     def reopen(self) -> None:
         self.acquire()
         try:
@@ -94,11 +103,17 @@ def setup(path: str = "", fmt: str = "json", level: str = "info") -> logging.Han
     handler: logging.Handler
     handler = ReopenableFileHandler(path) if path else logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # The level filters what is written; info events are still made, because metrics count them.
+    handler.setLevel(level.upper())
     root = logging.getLogger("smsgate")
     for old in list(root.handlers):
+        if not isinstance(old, logging.StreamHandler):
+            continue  # other handlers (metrics) stay
         root.removeHandler(old)
+        if isinstance(old, ReopenableFileHandler):
+            old.close()
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    root.setLevel(min(logging.INFO, logging.getLevelName(level.upper())))
     root.propagate = False
     return handler
 

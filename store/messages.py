@@ -299,3 +299,12 @@ async def history(db: aiosqlite.Connection, phone: str, limit: int = 20) -> list
     """
     async with db.execute(sql, (phone, phone, limit)) as cur:
         return [(row[0], row[1], float(row[2]), row[3]) for row in await cur.fetchall()]
+
+
+async def queue_summary(db: aiosqlite.Connection) -> tuple[int, float | None]:
+    """How many messages wait to be submitted, and when the oldest of them was queued."""
+    async with db.execute(
+        "SELECT count(*), min(created_at) FROM outbox WHERE state = 'queued'"
+    ) as cur:
+        row = await cur.fetchone()
+    return (int(row[0]), row[1]) if row else (0, None)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from smsgate.config import Config, from_dict
+from smsgate.config import Config, OperatorConfig, from_dict
 from smsgate.demo import DemoAccount, load_demo
 from smsgate.gateway import Gateway
 from smsgate.simulator import Simulator
@@ -40,6 +42,7 @@ class Harness:
         self.store: Store
         self.gateway: Gateway | None = None
         self.demo: list[DemoAccount] = []
+        self._stop_operator: Callable[[], Awaitable[None]] | None = None
 
     async def start(self, demo: bool = True) -> Harness:
         port = await self.simulator.start()
@@ -55,7 +58,25 @@ class Harness:
         await self.gateway.start()
         await self.simulator.wait_bound(5.0, receiving=True)
 
+    async def start_operator(self) -> int:
+        """Metrics from this moment's events on, and the operator listener on a free port."""
+        from smsgate.metrics import Metrics
+        from smsgate.operator import start_operator
+
+        assert self.gateway is not None
+        self.metrics = Metrics().attach()
+        port, stop = await start_operator(
+            dataclasses.replace(self.config, operator=OperatorConfig("127.0.0.1", 0)),
+            self.gateway, self.metrics,
+        )
+        self._stop_operator = stop
+        return port
+
     async def stop_gateway(self) -> None:
+        if self._stop_operator is not None:
+            await self._stop_operator()
+            self._stop_operator = None
+            self.metrics.detach()
         if self.gateway is not None:
             await self.gateway.stop()
             self.gateway = None
