@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     sms.add_argument("text", nargs="+")
     sms.add_argument("--wait", type=float, default=8.0, help="seconds to wait for replies")
 
+    inbox = commands.add_parser("phone", help="show what the simulator delivered to a phone")
+    inbox.add_argument("phone")
+    inbox.add_argument("--last", type=int, default=5, help="how many of the latest messages")
+
     importer = commands.add_parser("import", help="import a CSV export")
     importer.add_argument("kind", choices=["providers", "accounts", "charges", "payments"])
     importer.add_argument("file", type=Path)
@@ -154,7 +158,7 @@ async def cmd_simulator(config: Config) -> int:
 
 async def cmd_sms(config: Config, who: str, text: str, wait: float) -> int:
     from smsgate import phone
-    from smsgate.simclient import SimulatorUnavailable, send_sms
+    from smsgate.simclient import SimulatorError, send_sms
 
     try:
         number = phone.normalise(who)
@@ -165,13 +169,36 @@ async def cmd_sms(config: Config, who: str, text: str, wait: float) -> int:
     print(f"{number} > {text}")
     try:
         replies = await send_sms(url, number, text, wait=wait)
-    except SimulatorUnavailable as exc:
+    except SimulatorError as exc:
         print(f"cannot reach the simulator at {url}: {exc}\nIs `make run` running?", file=sys.stderr)
         return 1
     if not replies:
         print("(no reply)")
     for reply in replies:
         print("< " + reply.replace("\n", "\n  "))
+    return 0
+
+
+async def cmd_phone(config: Config, who: str, last: int) -> int:
+    """A resident's phone screen: e.g. the password the website sent while registering."""
+    from smsgate import phone
+    from smsgate.simclient import SimulatorError, sent_to
+
+    try:
+        number = phone.normalise(who)
+    except phone.BadPhone:
+        print(f"not a Russian phone number: {who}", file=sys.stderr)
+        return 2
+    url = f"http://{config.simulator.control_host}:{config.simulator.control_port}"
+    try:
+        messages = await sent_to(url, number)
+    except SimulatorError as exc:
+        print(f"cannot reach the simulator at {url}: {exc}", file=sys.stderr)
+        return 1
+    if not messages:
+        print(f"{number}: no messages")
+    for text in messages[-last:]:
+        print("< " + text.replace("\n", "\n  "))
     return 0
 
 
@@ -220,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "simulator": lambda: cmd_simulator(config),
         "sms": lambda: cmd_sms(config, args.phone, " ".join(args.text), args.wait),
         "import": lambda: cmd_import(config, args.kind, args.file),
+        "phone": lambda: cmd_phone(config, args.phone, args.last),
         "demo": lambda: cmd_demo(config),
     }
     try:

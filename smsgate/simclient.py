@@ -47,6 +47,24 @@ async def send_sms(control_url: str, phone: str, text: str, wait: float = 5.0) -
     return [str(reply.get("text", "")) for reply in replies if isinstance(reply, dict)]
 
 
+async def sent_to(control_url: str, phone: str) -> list[str]:
+    """What the simulator delivered to a phone (all messages, oldest first): the phone's inbox."""
+    url = control_url.rstrip("/") + "/sent"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(url, params={"phone": phone}) as response,
+        ):
+            status = response.status
+            raw = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise SimulatorUnavailable(f"nobody answers at {control_url} ({exc})") from None
+    body = _json(raw)
+    if status != 200 or not isinstance(body, list):
+        raise SimulatorError(f"the simulator answered HTTP {status}")
+    return [str(item.get("text", "")) for item in body if isinstance(item, dict)]
+
+
 def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
