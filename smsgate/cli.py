@@ -64,6 +64,7 @@ async def _open_store(config: Config):  # type: ignore[no-untyped-def]
 
 
 async def cmd_run(config: Config, demo_if_empty: bool, log_handler: logging.Handler) -> int:
+    from smsgate import housekeeping
     from smsgate.demo import format_demo_accounts, load_demo
     from smsgate.gateway import Gateway
     from smsgate.metrics import Metrics
@@ -86,6 +87,7 @@ async def cmd_run(config: Config, demo_if_empty: bool, log_handler: logging.Hand
             await asyncio.sleep(0.2)
         gateway = Gateway(config, store)
         await gateway.start()
+        background.append(asyncio.create_task(housekeeping.run(store, config), name="housekeeping"))
         stops.append(await start_web(config, gateway))
         _port, stop_operator = await start_operator(config, gateway, metrics)
         stops.append(stop_operator)
