@@ -33,6 +33,10 @@ TEMPORARY_ERROR = "Сервис временно недоступен, повт�
 # Web-originated texts.
 WEB_RESET_CODE = "Код для смены пароля: {code}. Никому его не сообщайте."
 WEB_PASSWORD_CHANGED = "Пароль кабинета изменён. Если это не вы, отправьте ПАРОЛЬ."
+# Registration on the site, step 1: the secret proves the phone; the account is not named, in case
+# the number was mistyped. A phone already registered keeps its password: it gets a code instead.
+WEB_REGISTER_PASSWORD = "Пароль для сайта: {password}. Введите его на странице регистрации."
+WEB_REGISTER_CODE = "Код подключения счёта на сайте: {code}. Никому его не сообщайте."
 
 
 def money(kopecks: int) -> str:
@@ -56,7 +60,9 @@ def _secret_pattern(template: str) -> re.Pattern[str]:
 
 
 # Texts that carry a password or a code; the web history shows them masked.
-_SECRET_TEXTS = tuple(_secret_pattern(t) for t in (PASSWORD_SENT, REGISTER_OK, WEB_RESET_CODE))
+_SECRET_TEXTS = tuple(_secret_pattern(t) for t in (
+    PASSWORD_SENT, REGISTER_OK, WEB_RESET_CODE, WEB_REGISTER_PASSWORD, WEB_REGISTER_CODE,
+))
 
 
 def _secret_span(text: str) -> tuple[int, int] | None:

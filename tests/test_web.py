@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,14 +19,15 @@ from markupsafe import escape
 from smsgate import security, texts
 from smsgate.config import Config, replace
 from smsgate.demo import DemoAccount
-from smsgate.services import Services
+from smsgate.services import Outcome, Services
 from smsgate.web import create_app, start_web, wording
 from smsgate.web.middlewares import MAX_FIELD_CHARS
 from smsgate.web.sessions import COOKIE_NAME
-from store import residents
+from store import ratelimits, residents
 from store.db import Store
 
 from .conftest import free_port
+from .harness import Harness
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -118,6 +120,16 @@ async def make_resident(services: Services, account: DemoAccount, phone: str = P
 
 async def log_in(client: Client, login: str, password: str = PASSWORD) -> ClientResponse:
     return await submit(client, "/login", {"login": login, "password": password})
+
+
+def register_form(account: DemoAccount, phone: str = PHONE) -> dict[str, str]:
+    return {"receipt_type": "center", "account": account.number,
+            "receipt_code": account.receipt_code, "phone": phone}
+
+
+async def confirm(client: Client, secret: str) -> ClientResponse:
+    """Step 2 of registration: type what the SMS brought."""
+    return await submit(client, "/register/password", {"password": secret})
 
 
 def set_cookie(client: Client, value: str) -> None:
@@ -219,14 +231,24 @@ async def test_register_sends_the_password_by_sms_and_forces_a_change(
     sent = await outbox(store, PHONE)
     assert len(sent) == 1
     password = await last_secret(store, PHONE)
+    assert sent == [texts.WEB_REGISTER_PASSWORD.format(password=password)]
     assert password not in await (await client.get("/register/password")).text()
     page = await (await client.get("/register/password")).text()
     assert "+7 903 ***-**-67" in page
+    # The phone is not proven yet: nobody is registered, only a hashed one-time code waits.
+    assert await residents.by_phone(store.db, PHONE) is None
+    assert (await counts(store))["resident_accounts"] == 0
+    [(code_hash, payload)] = await store.db.execute_fetchall(
+        "SELECT code_hash, payload FROM codes WHERE phone = ? AND purpose = 'web-register'", (PHONE,)
+    )
+    assert password not in code_hash and payload == account.number
 
     wrong = await submit(client, "/register/password", {"password": "not-the-one"})
-    assert wrong.status == 400 and wording.PASSWORD_WRONG in await wrong.text()
+    assert wrong.status == 400 and wording.REGISTER_CODE_BAD in await wrong.text()
+    assert await residents.by_phone(store.db, PHONE) is None
     right = await submit(client, "/register/password", {"password": password})
     assert (right.status, right.headers["Location"]) == (303, "/account")
+    assert (await counts(store))["codes"] == 0  # single use
 
     # Nothing but the change form until the password from the SMS is replaced.
     held = await client.get("/account", allow_redirects=False)
@@ -271,19 +293,39 @@ async def test_register_sends_the_password_by_sms_and_forces_a_change(
 async def test_register_from_a_provider_receipt_and_again_for_a_known_phone(
     client: Client, store: Store, services: Services, demo: list[DemoAccount]
 ) -> None:
-    await make_resident(services, demo[0])
+    resident = await make_resident(services, demo[0])
     response = await submit(client, "/register", {
         "receipt_type": "provider", "account": demo[1].number, "receipt_code": demo[1].receipt_code,
         "phone": "+7 903 123 45 67",
     })
     assert (response.status, response.headers["Location"]) == (303, "/register/password")
-    # A known phone gets no new password, only word that the account was linked.
-    assert await outbox(store, PHONE) == [texts.REGISTER_LINKED.format(account=demo[1].number)]
-    assert (await resident_row(store)).password_hash is not None
-    logged_in = await submit(client, "/register/password", {"password": PASSWORD})
-    assert (logged_in.status, logged_in.headers["Location"]) == (303, "/account")
+    # A known phone keeps its password: it gets a code that only proves the phone.
+    code = await last_secret(store, PHONE)
+    assert await outbox(store, PHONE) == [texts.WEB_REGISTER_CODE.format(code=code)]
+    assert await residents.accounts_of(store.db, resident.id) == [demo[0].number]
+    # The resident's own password is not the proof asked for here.
+    own = await submit(client, "/register/password", {"password": PASSWORD})
+    assert own.status == 400 and wording.REGISTER_CODE_BAD in await own.text()
+    proven = await submit(client, "/register/password", {"password": code})
+    assert (proven.status, proven.headers["Location"]) == (303, "/login")
+    assert wording.FLASH["registered_linked"] in await (await client.get("/login")).text()
+    assert await residents.accounts_of(store.db, resident.id) == [demo[0].number, demo[1].number]
+    # Linked, but not logged in: the code is not a password, and theirs is unchanged.
+    assert await resident_row(store) == resident
+    not_yet = await client.get("/account", allow_redirects=False)
+    assert (not_yet.status, not_yet.headers["Location"]) == (303, "/login")
+    assert (await log_in(client, PHONE, code)).status == 400
+    assert (await log_in(client, PHONE)).status == 303
     page = await (await client.get("/account")).text()
     assert demo[0].number in page and demo[1].number in page
+    # The same account once more, from a fresh browser: proven again, nothing new to link.
+    await submit(client, "/logout", {}, "/account")
+    await submit(client, "/register", {"receipt_type": "center", "account": demo[1].number,
+                                       "receipt_code": demo[1].receipt_code, "phone": PHONE})
+    again = await confirm(client, await last_secret(store, PHONE))
+    assert (again.status, again.headers["Location"]) == (303, "/login")
+    assert wording.FLASH["registered_already"] in await (await client.get("/login")).text()
+    assert await resident_row(store) == resident
 
 
 async def test_registration_refusals_store_nothing(
@@ -331,6 +373,153 @@ async def test_register_respects_the_daily_sms_cap(
     assert await counts(store) == before
     reset = await submit(client, "/reset", {"phone": PHONE})
     assert reset.status == 503
+
+
+async def test_a_resident_without_a_password_gets_the_one_from_the_sms(
+    client: Client, store: Store, demo: list[DemoAccount]
+) -> None:
+    async with store.tx() as db:
+        await residents.create(db, PHONE, "1234567897")
+    await submit(client, "/register", register_form(demo[0]))
+    password = await last_secret(store, PHONE)
+    assert await outbox(store, PHONE) == [texts.WEB_REGISTER_PASSWORD.format(password=password)]
+    done = await confirm(client, password)
+    assert (done.status, done.headers["Location"]) == (303, "/account")
+    resident = await resident_row(store)
+    assert resident.must_change_password and resident.card_number == "1234567897"
+    assert await residents.accounts_of(store.db, resident.id) == [demo[0].number]
+
+
+async def test_a_mistyped_phone_gets_a_password_that_opens_nothing(
+    aiohttp_client: MakeClient, config: Config, store: Store, services: Services,
+    demo: list[DemoAccount],
+) -> None:
+    mistyped = "+79031234576"  # the last two digits swapped
+    app = create_app(config, services)
+    resident_browser = await aiohttp_client(app)
+    before = await counts(store)
+    response = await submit(resident_browser, "/register", register_form(demo[0], "8 903 123-45-76"))
+    assert (response.status, response.headers["Location"]) == (303, "/register/password")
+    [sms] = await outbox(store, mistyped)
+    password = texts.find_secret(sms)
+    assert password and demo[0].number not in sms  # the stranger does not even learn the account
+    # Nothing about anyone was stored: only the code and its SMS.
+    assert {**await counts(store), "codes": before["codes"], "outbox": before["outbox"]} == before
+    # The owner of the mistyped number holds a password that opens nothing...
+    stranger = await aiohttp_client(app)
+    assert (await log_in(stranger, mistyped, password)).status == 400
+    # ...and cannot type it in without the receipt: step 2 belongs to the browser that did step 1.
+    held = await stranger.post("/register/password", data={
+        "csrf_token": await token_of(stranger, "/login"), "password": password,
+    }, allow_redirects=False)
+    assert (held.status, held.headers["Location"]) == (303, "/register")
+    assert await residents.by_phone(store.db, mistyped) is None
+
+    # The resident, still waiting for an SMS, starts again with the right number.
+    response = await submit(resident_browser, "/register", register_form(demo[0]))
+    assert response.status == 303
+    assert "+7 903 ***-**-67" in await (await resident_browser.get("/register/password")).text()
+    wrong_phone_password = await confirm(resident_browser, password)
+    assert wrong_phone_password.status == 400
+    done = await confirm(resident_browser, await last_secret(store, PHONE))
+    assert (done.status, done.headers["Location"]) == (303, "/account")
+    assert await residents.by_phone(store.db, mistyped) is None
+    assert await residents.accounts_of(store.db, (await resident_row(store)).id) == [demo[0].number]
+
+
+async def test_wrong_passwords_from_the_sms_use_it_up(
+    client: Client, store: Store, demo: list[DemoAccount], config: Config
+) -> None:
+    before = await counts(store)
+    await submit(client, "/register", register_form(demo[0]))
+    password = await last_secret(store, PHONE)
+    for attempt in range(config.limits.code_attempts):
+        response = await confirm(client, f"wrong-{attempt}")
+        assert response.status == 400 and wording.REGISTER_CODE_BAD in await response.text()
+    late = await confirm(client, password)
+    assert late.status == 400 and wording.REGISTER_CODE_BAD in await late.text()
+    after = await counts(store)
+    assert after["codes"] == 0
+    assert (after["residents"], after["resident_accounts"]) == (before["residents"],
+                                                                before["resident_accounts"])
+    empty = await confirm(client, "")
+    assert empty.status == 400 and wording.PASSWORD_EMPTY in await empty.text()
+    # A new SMS brings a new password, and that one works (typed with stray spaces, even).
+    await submit(client, "/register", register_form(demo[0]))
+    done = await confirm(client, f"  {await last_secret(store, PHONE)} ")
+    assert (done.status, done.headers["Location"]) == (303, "/account")
+
+
+async def test_register_passwords_expire_are_replaced_on_resend_and_are_limited(
+    app_client: Callable[[Config], Awaitable[Client]], config: Config, store: Store,
+    demo: list[DemoAccount],
+) -> None:
+    expiring = await app_client(replace(config, limits={"code_ttl_minutes": 0}))
+    await submit(expiring, "/register", register_form(demo[0]))
+    expired = await confirm(expiring, await last_secret(store, PHONE))
+    assert expired.status == 400 and wording.REGISTER_CODE_BAD in await expired.text()
+    assert await residents.by_phone(store.db, PHONE) is None
+
+    client = await app_client(config)
+    await submit(client, "/register", register_form(demo[0]))
+    first = await last_secret(store, PHONE)
+    await submit(client, "/register", register_form(demo[0]))
+    second = await last_secret(store, PHONE)
+    # SMS to one phone are limited (here three an hour): a stranger cannot flood it.
+    assert config.limits.password_per_hour == 3
+    limited = await submit(client, "/register", register_form(demo[0]))
+    assert limited.status == 429 and wording.SMS_LIMIT in await limited.text()
+    assert len(await outbox(store, PHONE)) == 3
+    old = await confirm(client, first)
+    assert old.status == 400  # a resend replaced it
+    new = await confirm(client, second)
+    assert (new.status, new.headers["Location"]) == (303, "/account")
+
+
+async def test_web_guesses_with_a_phone_never_lock_its_sms_registration(
+    services: Services, store: Store, demo: list[DemoAccount], config: Config
+) -> None:
+    failures = config.limits.register_failures
+    # A stranger types a resident's number with wrong codes, from many addresses, for many accounts.
+    outcomes = [
+        (await services.register_web(PHONE, demo[n % len(demo)].number, "000000", f"198.51.100.{n}")).outcome
+        for n in range(failures + 1)
+    ]
+    assert outcomes == [Outcome.BAD] * failures + [Outcome.LOCKED]
+    # The site closes for that number a while (its own limit, even for the right code)...
+    right = await services.register_web(PHONE, demo[0].number, demo[0].receipt_code, "203.0.113.9")
+    assert right.outcome is Outcome.LOCKED
+    # ...but the SMS side, where the network proves the phone, was never told.
+    assert await ratelimits.count(store.db, f"register-failed:{PHONE}", 0) == 0
+    registered = await services.register(PHONE, demo[0].number, demo[0].receipt_code)
+    assert registered.outcome is Outcome.OK and registered.password
+    assert registered.resident_id is not None
+    # Wrong codes while linking on the site are web guesses too, not the phone's SMS lock.
+    linked = await services.link_account(registered.resident_id, demo[1].number, "000000", "203.0.113.9")
+    assert linked.outcome is Outcome.LOCKED
+    assert await ratelimits.count(store.db, f"register-failed:{PHONE}", 0) == 0
+    again = await services.register(PHONE, demo[1].number, demo[1].receipt_code)
+    assert again.outcome is Outcome.OK and again.password is None
+
+
+async def test_strangers_on_the_site_cannot_lock_a_phone_out_of_sms_reg(
+    tmp_path: Path, aiohttp_client: MakeClient
+) -> None:
+    """The same, end to end: the site's lock, then РЕГ through the SMSC simulator."""
+    gate = await Harness(tmp_path).start()
+    try:
+        assert gate.gateway is not None
+        client = await aiohttp_client(create_app(gate.config, gate.gateway.services))
+        account = gate.demo[0]
+        limit = gate.config.limits.register_failures
+        statuses = [(await submit(client, "/register", {**register_form(account),
+                                                        "receipt_code": "000000"})).status
+                    for _ in range(limit + 1)]
+        assert statuses == [400] * limit + [429]
+        [reply] = await gate.sms(PHONE, f"РЕГ {account.number} {account.receipt_code}")
+        assert reply.startswith(f"Счёт {account.number} подключён. Пароль: ")
+    finally:
+        await gate.close()
 
 
 # ---- logging in -------------------------------------------------------------------------------

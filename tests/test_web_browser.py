@@ -105,6 +105,8 @@ async def test_register_change_password_log_in_and_see_debts(
     })
     assert page.url.endswith("/register/password")
     assert "+7 903 ***-**-67" in await page.inner_text("main")
+    # Nobody is registered until the password from the SMS proves the phone.
+    assert await residents.by_phone(store.db, PHONE) is None
 
     await send(page, "main form", {"password": await last_secret(store, PHONE)})
     assert page.url.endswith("/password")

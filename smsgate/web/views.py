@@ -154,37 +154,48 @@ async def register(request: web.Request) -> web.StreamResponse:
     }
     if result.outcome in refusals:
         return again(*refusals[result.outcome])
-    log.info("web_registered", extra={"msisdn": who, "receipt_type": values["receipt_type"]})
+    log.info("web_register_started", extra={"msisdn": who, "receipt_type": values["receipt_type"]})
     _session(request).put("pending_phone", who)
     raise Redirect("/register/password")
+
+
+def _register_password_context(request: web.Request, who: str) -> dict[str, Any]:
+    return {"phone": who, "minutes": _services(request).limits.code_ttl_minutes}
 
 
 async def register_password_page(request: web.Request) -> web.StreamResponse:
     who = _session(request).get("pending_phone")
     if who is None:
         raise Redirect("/register")
-    return render(request, "register_password.html", {"phone": who})
+    return render(request, "register_password.html", _register_password_context(request, who))
 
 
 async def register_password(request: web.Request) -> web.StreamResponse:
-    """The password from the SMS logs in: it proves the phone typed on the form is the resident's."""
-    who = _session(request).get("pending_phone")
+    """The password from the SMS proves the phone typed is the resident's: only now is it registered."""
+    session = _session(request)
+    who = session.get("pending_phone")
     if who is None:
         raise Redirect("/register")
     password = await _field(request, "password")
 
     def again(message: str, status: int) -> web.Response:
-        return render(request, "register_password.html", {"phone": who, "error": message}, status)
+        context = {**_register_password_context(request, who), "error": message}
+        return render(request, "register_password.html", context, status)
 
     if not password:
         return again(wording.PASSWORD_EMPTY, 400)
-    result = await _services(request).login(who, password, _ip(request))
+    result = await _services(request).confirm_register_web(who, password, _ip(request))
     if result.outcome is Outcome.LOCKED:
         return again(wording.LOCKED, 429)
-    if result.outcome is not Outcome.OK or result.resident is None:
-        return again(wording.PASSWORD_WRONG, 400)
-    _log_in(request, result.resident)
-    raise Redirect("/account")
+    if result.outcome not in (Outcome.OK, Outcome.ALREADY):
+        return again(wording.REGISTER_CODE_BAD, 400)
+    if result.resident is not None:
+        _log_in(request, result.resident)  # a password from SMS: the change form comes first
+        raise Redirect("/account")
+    # A resident with a password of their own keeps it, and logs in with it (docs/web.md).
+    session.pop("pending_phone")
+    session.put("flash", "registered_linked" if result.outcome is Outcome.OK else "registered_already")
+    raise Redirect("/login")
 
 
 async def password_page(request: web.Request) -> web.StreamResponse:
