@@ -330,18 +330,18 @@ class Services:
             await self._within(account_key, LOGIN_WINDOW, self.limits.login_failures_per_account, at)
             and await self._within(ip_key, LOGIN_WINDOW, self.limits.login_failures_per_ip, at)
         ):
-            log.info("login_refused", extra={"reason": "throttled"})
+            log.info("login_failed", extra={"reason": "throttled"})
             return LoginResult(Outcome.LOCKED)
         if not await security.verify_password(password, resident.password_hash if resident else None):
             async with self.store.tx() as db:
                 await ratelimits.record(db, account_key, at)
                 await ratelimits.record(db, ip_key, at)
-            log.info("login_refused", extra={"reason": "bad_pair"})
+            log.info("login_failed", extra={"reason": "bad_pair"})
             return LoginResult(Outcome.BAD)
         assert resident is not None
         async with self.store.tx() as db:
             await ratelimits.clear(db, account_key)
-        log.info("logged_in", extra={"msisdn": resident.phone, "channel": "web"})
+        log.info("login_ok", extra={"msisdn": resident.phone, "channel": "web"})
         return LoginResult(Outcome.OK, resident)
 
     async def _resident_by_login(self, login: str) -> residents.Resident | None:

@@ -134,6 +134,10 @@ async def test_metrics_move_with_a_session(gate: Harness) -> None:
     assert sample(after, "smsgate_submit_latency_seconds_count") >= 7
     assert sample(after, "smsgate_bound") == 1
     assert "smsgate_queue_depth" in after and "smsgate_throttled_total" in after
+    assert gate.gateway is not None
+    await gate.gateway.services.login(RESIDENT, "not-the-password", "127.0.0.1")
+    _, after_login = await scrape(port)
+    assert sample(after_login, "smsgate_logins_total", result="failed") == 1
 
 
 async def test_healthz_readyz_follow_the_link(gate: Harness) -> None:
