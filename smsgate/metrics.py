@@ -138,7 +138,10 @@ class Metrics(logging.Handler):
         self.recent_out.add(record.created)
 
     def attach(self) -> Metrics:
-        logging.getLogger("smsgate").addHandler(self)
+        logger = logging.getLogger("smsgate")
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)  # the events metrics count are info events
+        logger.addHandler(self)
         return self
 
     def detach(self) -> None:
