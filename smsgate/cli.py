@@ -1,4 +1,4 @@
-"""`smsgate` command line: run, simulator, sms, import, demo, status."""
+"""`smsgate` command line: run, simulator, sms, ussd, import, demo, status."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     sms.add_argument("phone")
     sms.add_argument("text", nargs="+")
     sms.add_argument("--wait", type=float, default=8.0, help="seconds to wait for replies")
+
+    ussd = commands.add_parser("ussd", help="dial the service's USSD menu on the running simulator")
+    ussd.add_argument("phone")
 
     inbox = commands.add_parser("phone", help="show what the simulator delivered to a phone")
     inbox.add_argument("phone")
@@ -181,6 +185,44 @@ async def cmd_sms(config: Config, who: str, text: str, wait: float) -> int:
     return 0
 
 
+async def cmd_ussd(config: Config, who: str) -> int:
+    """A USSD session in the terminal: type digits, see screens; Ctrl+D aborts it."""
+    from smsgate import phone
+    from smsgate.simclient import SimulatorError, ussd_session
+
+    try:
+        number = phone.normalise(who)
+    except phone.BadPhone:
+        print(f"not a Russian phone number: {who}", file=sys.stderr)
+        return 2
+    url = f"http://{config.simulator.control_host}:{config.simulator.control_port}"
+    dial = f"*{config.smsc.source_addr}#"
+    print(f"{number} > {dial}")
+    try:
+        await ussd_session(url, number, dial, config.ussd, _ask,
+                           lambda screen: print("< " + screen.replace("\n", "\n  ")))
+    except SimulatorError as exc:
+        print(f"cannot reach the simulator at {url}: {exc}\nIs `make run` running?", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _ask(prompt: str) -> str | None:
+    """A line typed in the terminal, None at its end; read in a daemon thread so Ctrl+C still quits."""
+    loop = asyncio.get_running_loop()
+    typed: asyncio.Future[str | None] = loop.create_future()
+
+    def read() -> None:
+        try:
+            line: str | None = input(prompt)
+        except EOFError:
+            line = None
+        loop.call_soon_threadsafe(typed.set_result, line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return await typed
+
+
 async def cmd_phone(config: Config, who: str, last: int) -> int:
     """A resident's phone screen: e.g. the password the website sent while registering."""
     from smsgate import phone
@@ -248,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": lambda: cmd_status(config),
         "simulator": lambda: cmd_simulator(config),
         "sms": lambda: cmd_sms(config, args.phone, " ".join(args.text), args.wait),
+        "ussd": lambda: cmd_ussd(config, args.phone),
         "import": lambda: cmd_import(config, args.kind, args.file),
         "phone": lambda: cmd_phone(config, args.phone, args.last),
         "demo": lambda: cmd_demo(config),

@@ -120,6 +120,9 @@ class UssdConfig:
     op_ussr_request: int = 2
     op_ussr_confirm: int = 18
     op_abort: int = -1  # vendor code for a resident's abort; -1 = none
+    # POST /ussd (HTTP aggregators) is refused until this is set; the aggregator's callback URL
+    # carries it as ?key=...: the phone number in the request is trusted only from whoever has it.
+    http_secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "SMSGATE_LOG_PATH": ("log", "path"),
     "SMSGATE_LOG_FORMAT": ("log", "format"),
     "SMSGATE_LOG_LEVEL": ("log", "level"),
+    "SMSGATE_USSD_HTTP_SECRET": ("ussd", "http_secret"),
 }
 
 
@@ -216,11 +220,29 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError("[smsc] window must be at least 1")
         if obj.submit_rate <= 0:
             raise ConfigError("[smsc] submit_rate must be positive")
+    if isinstance(obj, UssdConfig):
+        _validate_ussd(obj)
     if isinstance(obj, LogConfig):
         if obj.format not in ("json", "text"):
             raise ConfigError('[log] format must be "json" or "text"')
         if obj.level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("[log] level must be debug, info, warning or error")
+
+
+def _validate_ussd(obj: UssdConfig) -> None:
+    if obj.session_timeout <= 0:
+        raise ConfigError("[ussd] session_timeout must be positive")
+    for name in ("op_pssr_indication", "op_pssr_response", "op_ussr_request", "op_ussr_confirm"):
+        if not 0 <= getattr(obj, name) <= 255:
+            raise ConfigError(f"[ussd] {name} must be an octet (0-255)")
+    if not -1 <= obj.op_abort <= 255:
+        raise ConfigError("[ussd] op_abort must be an octet (0-255), or -1 for none")
+    # What the resident's side sends must tell opening, answering and aborting apart.
+    inbound = [obj.op_pssr_indication, obj.op_ussr_confirm]
+    if obj.op_abort >= 0:
+        inbound.append(obj.op_abort)
+    if len(set(inbound)) != len(inbound):
+        raise ConfigError("[ussd] op_pssr_indication, op_ussr_confirm and op_abort must differ")
 
 
 def from_dict(data: dict[str, Any], base_dir: str = ".") -> Config:

@@ -13,15 +13,13 @@ import contextlib
 import functools
 import itertools
 import json
+import sqlite3
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-
-from handlers import HANDLERS, Reply
-from smsgate import logs, pdu, phone
+from handlers import HANDLERS
+from smsgate import logs, pdu, phone, ussd
 from smsgate.config import Config
 from smsgate.router import Router
 from smsgate.services import Services
@@ -31,6 +29,8 @@ from store.db import Store, now
 
 log = logs.get("gateway")
 PROCESS_BATCH = 256
+ROUTE_LIMIT = 1000  # texts being routed at once (most wait for their phone's earlier text)
+RESULTS_DELAY = 0.02  # seconds submit results wait to be written with others
 ORPHAN_SECONDS = 30.0  # how long a receipt waits for the submit it names to be recorded
 
 
@@ -45,6 +45,16 @@ class _Orphan:
     at: float
     give_up_at: float
     settled_doubt: bool = False
+
+
+@dataclass
+class _Answer:
+    """A routed inbox item: the handler's verdict and the outbox rows to write with it."""
+
+    item: messages.Inbound
+    handler: str
+    ok: bool
+    outgoing: list[messages.NewOutgoing]
 
 
 _Pending = tuple[
@@ -64,21 +74,36 @@ class Counters:
     handler_errors: int = 0
 
 
+@functools.lru_cache(maxsize=65536)
+def _normalised(source: str) -> str:
+    """A sender's address in E.164, or as it came; cached: parsing costs more than the rest of a text."""
+    if len(source) == 11 and source.startswith("79") and source.isascii() and source.isdigit():
+        return "+" + source  # a Russian mobile number as SMPP carries it: every one is valid
+    try:
+        return phone.normalise(source)
+    except phone.BadPhone:
+        return source
+
+
 class Gateway:
     def __init__(self, config: Config, store: Store) -> None:
         self.config = config
         self.store = store
         self.services = Services(store, config, wake_outbox=self.wake_sender)
         self.router = Router(HANDLERS, self.services)
+        self.ussd = ussd.SmppUssd(config.ussd, ussd.UssdEngine(self.services, config))
         self.session = SmppSession(config.smsc, self._store_inbound, on_bound=self._on_bound)
         self.counters = Counters()
         self.started_at = time.time()
-        self._to_process: asyncio.Queue[int] = asyncio.Queue()
-        self._to_send: asyncio.Queue[int] = asyncio.Queue()
+        # Texts just stored, and replies just queued, travel as rows: reading back what was
+        # written a moment ago would cost a trip to the database. Ids are read (restarts, retries).
+        self._to_process: asyncio.Queue[int | messages.Inbound] = asyncio.Queue()
+        self._to_send: asyncio.Queue[int | messages.Outgoing] = asyncio.Queue()
         self._wake_scan = asyncio.Event()
         self._last_queued_id = 0
         self._scheduled: set[int] = set()  # queued to send or in flight, until recorded
         self._phone_tails: dict[str, asyncio.Task[None]] = {}
+        self._recorded: dict[int, set[int]] = {}  # parts accepted before, of rows about to be sent
         self._results: list[messages.PartResult] = []
         self._finished: list[tuple[int, float]] = []
         self._failures: list[tuple[int, str, float]] = []
@@ -91,6 +116,20 @@ class Gateway:
         self._reference = itertools.count(int(time.time()) % 256)
         self._tasks: list[asyncio.Task[None]] = []
         self._send_slots = asyncio.Semaphore(max(config.smsc.window * 4, 64))
+        # Routing: tasks per phone (texts of one phone in order), results waiting for a commit.
+        self._route_tails: dict[str, asyncio.Task[None]] = {}
+        self._route_slots = asyncio.Semaphore(ROUTE_LIMIT)
+        self._routed: list[_Answer] = []
+        self._routed_ready = asyncio.Event()
+        # Backpressure, so that memory and latency stay bounded when texts come faster than
+        # replies can be submitted: texts taken for routing and not yet committed, and replies
+        # queued by the processor and not yet submitted. Past their limits the processor stops
+        # taking texts, then the sink stops acknowledging them (the SMSC holds them meanwhile).
+        self._processing = 0
+        self._answering: set[int] = set()
+        self._answering_limit = max(config.smsc.window, 16)
+        self._processing_limit = PROCESS_BATCH
+        self._room = asyncio.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -103,6 +142,7 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self.session.run(), name="session"),
             asyncio.create_task(self._process_loop(), name="processor"),
+            asyncio.create_task(self._commit_loop(), name="committer"),
             asyncio.create_task(self._scan_loop(), name="outbox-scan"),
             asyncio.create_task(self._send_loop(), name="sender"),
             asyncio.create_task(self._results_loop(), name="results"),
@@ -115,7 +155,7 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for tail in list(self._phone_tails.values()):
+        for tail in [*self._phone_tails.values(), *self._route_tails.values()]:
             tail.cancel()
         await self._flush_results()
 
@@ -130,6 +170,11 @@ class Gateway:
 
     async def _store_inbound(self, batch: list[Inbound]) -> None:
         """The session's sink: everything in the batch is durable when this returns."""
+        if any(isinstance(item, bytes) or not item.is_receipt for item in batch):
+            # Texts wait while routing is behind; receipts never do (they settle what was sent).
+            await self._wait_for_room(
+                self._processing_limit, lambda: self._to_process.qsize() + self._processing
+            )
         at = now()
         texts: list[messages.NewInbound] = []
         parts: list[pdu.ShortMessage] = []
@@ -163,7 +208,10 @@ class Gateway:
             log.info("sms_in", extra={"msisdn": stored.phone, "inbox_id": item_id,
                                       "chars": len(stored.text), "coding": stored.data_coding})
             if stored.phone:
-                self._to_process.put_nowait(item_id)
+                self._to_process.put_nowait(messages.Inbound(
+                    item_id, stored.phone, stored.text, stored.data_coding, stored.raw, stored.channel,
+                    stored.received_at, stored.extra,
+                ))
             else:
                 log.warning("pdu_kept_unanswerable", extra={"inbox_id": item_id})
         fresh = [item_id for item_id in ids if item_id is not None]
@@ -175,20 +223,40 @@ class Gateway:
         self, texts: list[messages.NewInbound], parts: list[pdu.ShortMessage],
         receipts: list[pdu.ShortMessage], pending: _Pending | None, at: float, since: float,
     ) -> list[int | None]:
-        async with self.store.tx() as db:
+        parsed = [pdu.parse_receipt(message) for message in receipts]
+        new_receipts = [messages.NewReceipt(receipt.message_id, receipt.stat, receipt.err, message.text)
+                        for receipt, message in zip(parsed, receipts, strict=True)]
+        keys = [frozenset(pdu.normalise_message_id(receipt.message_id)) for receipt in parsed]
+
+        def write(db: sqlite3.Connection) -> tuple[list[int | None], list[int], list[int | None]]:
+            # All of it in one transaction and one trip to the database thread.
             if pending is not None:
-                await self._write_results(db, pending)
+                self._write_results(db, pending)
             for part in parts:
                 assert part.concat is not None
-                whole = await messages.store_part(
+                whole = messages.store_part_sync(
                     db, self._phone_of(part), part.concat.reference, part.concat.total,
                     part.concat.number, part.text, part.data_coding, at,
                 )
                 if whole is not None:
                     texts.append(self._new_inbound(part, "".join(whole), at))
-            ids = await messages.store_inbound(db, texts, since)
-            for receipt in receipts:
-                await self._apply_receipt(db, receipt, at)
+            ids = messages.store_inbound_sync(db, texts, since)
+            receipt_ids = messages.store_receipts_sync(db, new_receipts, at)
+            matched = messages.match_receipts_sync(db, [
+                messages.ReceiptMatch(receipt_id, key_set, receipt.stat, receipt.err, at)
+                for receipt_id, key_set, receipt in zip(receipt_ids, keys, parsed, strict=True)
+            ])
+            return ids, receipt_ids, matched
+
+        ids, receipt_ids, matched = await self.store.write(write)
+        if receipts:
+            self.counters.receipts += len(receipts)
+            give_up_at = time.monotonic() + ORPHAN_SECONDS
+            for receipt_id, receipt, message, key_set, outbox_id in zip(
+                receipt_ids, parsed, receipts, keys, matched, strict=True
+            ):
+                orphan = _Orphan(receipt_id, self._phone_of(message), receipt, key_set, at, give_up_at)
+                self._matched(orphan, outbox_id)
         return ids
 
     def _note_acked(self, ids: list[int]) -> None:
@@ -197,41 +265,20 @@ class Gateway:
 
     @staticmethod
     def _phone_of(message: pdu.ShortMessage) -> str:
-        try:
-            return phone.normalise(message.source)
-        except phone.BadPhone:
-            return message.source
+        return _normalised(message.source)
 
     def _new_inbound(self, message: pdu.ShortMessage, text: str, at: float) -> messages.NewInbound:
-        extra = ""
-        if message.ussd_service_op is not None:
-            extra = json.dumps({"ussd_op": message.ussd_service_op,
-                                "session": (message.its_session_info or b"").hex()})
+        extra = ussd.inbox_extra(message)
+        channel = "ussd" if extra else "sms"
         raw = None if message.is_text else message.payload
         coding = message.data_coding if message.is_text else -1
-        return messages.NewInbound(self._phone_of(message), text, coding, raw, "sms", at, extra)
+        return messages.NewInbound(self._phone_of(message), text, coding, raw, channel, at, extra)
 
-    async def _apply_receipt(
-        self, db: aiosqlite.Connection, message: pdu.ShortMessage, at: float
-    ) -> None:
-        receipt = pdu.parse_receipt(message)
-        keys = frozenset(pdu.normalise_message_id(receipt.message_id))
-        receipt_id = await messages.store_receipt(
-            db, receipt.message_id, receipt.stat, receipt.err, message.text, at
-        )
-        self.counters.receipts += 1
-        orphan = _Orphan(receipt_id, self._phone_of(message), receipt, keys, at,
-                         time.monotonic() + ORPHAN_SECONDS)
-        await self._match(db, orphan)
-
-    async def _match(self, db: aiosqlite.Connection, orphan: _Orphan) -> bool:
+    def _matched(self, orphan: _Orphan, outbox_id: int | None) -> None:
         receipt = orphan.receipt
-        matched = await messages.match_receipt(
-            db, orphan.receipt_id, orphan.keys, receipt.stat, receipt.err, orphan.at
-        )
-        if matched is not None:
-            log.info("dlr", extra={"outbox_id": matched, "stat": receipt.stat, "err": receipt.err})
-            return True
+        if outbox_id is not None:
+            log.info("dlr", extra={"outbox_id": outbox_id, "stat": receipt.stat, "err": receipt.err})
+            return
         if not orphan.settled_doubt:
             orphan.settled_doubt = self._claim_doubt(orphan)
         if orphan.keys and time.monotonic() < orphan.give_up_at:
@@ -241,68 +288,142 @@ class Gateway:
             self.counters.receipts_unmatched += 1
             log.warning("dlr_unmatched", extra={"smsc_id": receipt.message_id[:64],
                                                 "stat": receipt.stat, "receipt_id": orphan.receipt_id})
-        return False
 
     async def _retry_orphans(self) -> None:
         orphans, self._orphans = self._orphans, []
         if not orphans:
             return
-        async with self.store.tx() as db:
-            for orphan in orphans:
-                await self._match(db, orphan)
+        matched = await self.store.write(messages.match_receipts_sync, [
+            messages.ReceiptMatch(orphan.receipt_id, orphan.keys, orphan.receipt.stat,
+                                  orphan.receipt.err, orphan.at)
+            for orphan in orphans
+        ])
+        for orphan, outbox_id in zip(orphans, matched, strict=True):
+            self._matched(orphan, outbox_id)
 
     # ---- processing -----------------------------------------------------------------------------
 
     async def _process_loop(self) -> None:
+        """Route stored texts: one phone's texts one after another, different phones at once.
+
+        Nothing waits for a whole batch: a slow command (ПАРОЛЬ hashes a password) holds up its
+        own phone only, and `_commit_loop` writes whatever is routed in group commits.
+        """
         while True:
-            ids = [await self._to_process.get()]
-            while len(ids) < PROCESS_BATCH and not self._to_process.empty():
-                ids.append(self._to_process.get_nowait())
+            await self._wait_for_room(self._answering_limit, lambda: len(self._answering))
+            entries = [await self._to_process.get()]
+            while len(entries) < PROCESS_BATCH and not self._to_process.empty():
+                entries.append(self._to_process.get_nowait())
+            items = [entry for entry in entries if isinstance(entry, messages.Inbound)]
+            ids = [entry for entry in entries if isinstance(entry, int)]
             try:
-                await self._process(ids)
+                if ids:
+                    items += await messages.get_inbound(self.store.db, ids)
             except Exception:
-                # Left in state 'new': retried after a pause and again at the next start.
                 log.exception("process_failed", extra={"count": len(ids)})
                 await asyncio.sleep(1.0)
-                for item_id in ids:
-                    self._to_process.put_nowait(item_id)
+                for entry in entries:
+                    self._to_process.put_nowait(entry)
+                continue
+            items.sort(key=lambda item: item.id)  # each phone's texts in the order they came
+            self._processing += len(items)
+            for item in items:
+                await self._route_slots.acquire()
+                previous = self._route_tails.get(item.phone)
+                task = asyncio.create_task(self._route_one(item, previous))
+                self._route_tails[item.phone] = task
+                task.add_done_callback(functools.partial(self._route_done, item.phone))
 
-    async def _process(self, ids: Sequence[int]) -> None:
-        items = await messages.get_inbound(self.store.db, ids)
-        by_phone: dict[str, list[messages.Inbound]] = defaultdict(list)
-        for item in items:
-            by_phone[item.phone].append(item)
-        results: dict[int, tuple[str, list[Reply], bool]] = {}
-
-        async def one_phone(texts: list[messages.Inbound]) -> None:
-            # Texts from one phone are handled in order; different phones at once.
-            for item in texts:
-                routed = await self.router.route(
-                    item.phone, item.text, item.channel, readable=item.data_coding >= 0
-                )
-                results[item.id] = (routed.handler, routed.replies, routed.ok)
-
-        await asyncio.gather(*(one_phone(texts) for texts in by_phone.values()))
+    async def _route_one(self, item: messages.Inbound, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(previous)
+        try:
+            if item.channel == "ussd":
+                # A menu screen, and any SMS the menu sends, are outbox rows like replies.
+                rows = await self.ussd.answer(item)  # before naming _routed: commits swap it
+                self._routed.append(_Answer(item, "ussd", True, rows))
+                self._routed_ready.set()
+                return
+            routed = await self.router.route(
+                item.phone, item.text, item.channel, readable=item.data_coding >= 0
+            )
+        except Exception:
+            # Left in state 'new': retried after a pause and again at the next start.
+            log.exception("process_failed", extra={"count": 1})
+            self._processing -= 1
+            asyncio.get_running_loop().call_later(1.0, self._to_process.put_nowait, item.id)
+            return
         outgoing: list[messages.NewOutgoing] = []
-        done: list[tuple[int, str, str]] = []
-        for item in items:
-            handler, replies, ok = results[item.id]
-            if not ok:
-                self.counters.handler_errors += 1
-            done.append((item.id, "done" if ok else "failed", handler))
-            if not item.phone.startswith("+"):
-                continue  # not a number we can answer (unparseable or foreign address)
-            for number, reply in enumerate(replies):
+        if item.phone.startswith("+"):  # else not a number we can answer (unparseable or foreign)
+            for number, reply in enumerate(routed.replies):
                 outgoing.append(messages.NewOutgoing(
                     f"in:{item.id}:{number}", item.phone, reply.text, pdu.count_parts(reply.text),
                     "secret" if reply.secret else "reply",
                 ))
-        async with self.store.tx() as db:
-            new_ids = await messages.enqueue(db, outgoing, now())
-            await messages.finish_inbound(db, done)
-        self.counters.replies_queued += len(new_ids)
-        for outbox_id in new_ids:
-            self._schedule(outbox_id)
+        self._routed.append(_Answer(item, routed.handler, routed.ok, outgoing))
+        self._routed_ready.set()
+
+    def _route_done(self, who: str, task: asyncio.Task[None]) -> None:
+        self._route_slots.release()
+        if self._route_tails.get(who) is task:
+            del self._route_tails[who]
+
+    async def _commit_loop(self) -> None:
+        """Replies and inbox states of everything routed since the last commit, in one transaction."""
+        while True:
+            await self._routed_ready.wait()
+            self._routed_ready.clear()
+            answers, self._routed = self._routed, []
+            if not answers:
+                continue
+            try:
+                await self._commit(answers)
+            except Exception:
+                # Left in state 'new': routed again after a pause (request keys stop doubles).
+                log.exception("process_failed", extra={"count": len(answers)})
+                await asyncio.sleep(1.0)
+                for answer in answers:
+                    self._to_process.put_nowait(answer.item.id)
+            finally:
+                self._processing -= len(answers)
+                self._room.set()
+
+    async def _commit(self, answers: Sequence[_Answer]) -> None:
+        outgoing: list[messages.NewOutgoing] = []
+        done: list[tuple[int, str, str]] = []
+        for answer in answers:
+            if not answer.ok:
+                self.counters.handler_errors += 1
+            done.append((answer.item.id, "done" if answer.ok else "failed", answer.handler))
+            outgoing += answer.outgoing
+        at = now()
+        pending = self._take_results()
+
+        def write(db: sqlite3.Connection) -> list[tuple[int, messages.NewOutgoing]]:
+            self._write_results(db, pending)
+            queued = messages.enqueue_rows_sync(db, outgoing, at)
+            messages.finish_inbound_sync(db, done)
+            return queued
+
+        try:
+            queued = await self.store.write(write)
+        except BaseException:
+            self._restore_results(pending)
+            raise
+        self._results_written(pending)
+        self.counters.replies_queued += len(queued)
+        for outbox_id, item in queued:
+            self._answering.add(outbox_id)
+            self._schedule(outbox_id, messages.Outgoing(
+                outbox_id, item.phone, item.text, item.kind, item.extra, at
+            ))
+
+    async def _wait_for_room(self, limit: int, used: Callable[[], int]) -> None:
+        """Backpressure: wait while a stage holds `limit` items or more."""
+        while used() >= limit:
+            self._room.clear()
+            await self._room.wait()
 
     # ---- sending --------------------------------------------------------------------------------
 
@@ -316,19 +437,29 @@ class Gateway:
             for row in rows:
                 self._schedule(row.id)
 
-    def _schedule(self, outbox_id: int) -> None:
+    def _schedule(self, outbox_id: int, row: messages.Outgoing | None = None) -> None:
+        """Offer a queued message to the sender: its row when just written, else its id."""
         if outbox_id not in self._scheduled:
             self._scheduled.add(outbox_id)
-            self._to_send.put_nowait(outbox_id)
+            self._to_send.put_nowait(outbox_id if row is None else row)
 
     async def _send_loop(self) -> None:
         while True:
-            ids = [await self._to_send.get()]
-            while len(ids) < 500 and not self._to_send.empty():
-                ids.append(self._to_send.get_nowait())
-            rows = await messages.get_outgoing(self.store.db, ids)
-            for gone in set(ids) - {row.id for row in rows}:
-                self._scheduled.discard(gone)  # no longer queued (sent before a restart)
+            entries = [await self._to_send.get()]
+            while len(entries) < 500 and not self._to_send.empty():
+                entries.append(self._to_send.get_nowait())
+            rows = [entry for entry in entries if isinstance(entry, messages.Outgoing)]
+            ids = [entry for entry in entries if isinstance(entry, int)]
+            if ids:
+                # Read back: queued by others or before a restart; parts the SMSC accepted then
+                # are not sent again. Rows just written by _commit have no parts yet.
+                found = await messages.get_outgoing(self.store.db, ids)
+                self._recorded.update(await messages.recorded_parts_of(self.store.db, ids))
+                for gone in set(ids) - {row.id for row in found}:
+                    self._scheduled.discard(gone)  # no longer queued (sent before a restart)
+                    self._recorded.pop(gone, None)
+                    self._answered(gone)
+                rows = sorted([*rows, *found], key=lambda row: row.id)
             for row in rows:
                 await self._send_slots.acquire()
                 previous = self._phone_tails.get(row.phone)
@@ -351,6 +482,7 @@ class Gateway:
             # Left queued: the periodic scan offers it again once it is no longer scheduled.
             log.exception("send_error", extra={"msisdn": row.phone, "outbox_id": row.id})
             self._scheduled.discard(row.id)
+            self._answered(row.id)
 
     async def _submit_message(self, row: messages.Outgoing) -> None:
         smsc = self.config.smsc
@@ -359,14 +491,18 @@ class Gateway:
         extra = json.loads(row.extra) if row.extra else {}
         tlvs = bytes.fromhex(extra.get("tlvs", ""))
         try:
-            # The reference comes from the row, so parts sent again after a restart still join.
-            parts = pdu.split_text(row.text, reference=row.id % 255 + 1)
+            if row.kind == "ussd":
+                parts = [pdu.encode_ussd(row.text)]  # a screen is one message, never split
+            else:
+                # The reference comes from the row, so parts sent again after a restart still join.
+                parts = pdu.split_text(row.text, reference=row.id % 255 + 1)
         except ValueError as exc:
             self._fail(row, f"unsendable: {exc}")
             return
-        registered = 1 if smsc.request_delivery_receipts else 0
+        # A USSD screen is not delivered later or apart: there is nothing for a receipt to tell.
+        registered = 1 if smsc.request_delivery_receipts and row.kind != "ussd" else 0
         started = time.monotonic()
-        done_parts = await messages.recorded_parts(self.store.db, row.id)
+        done_parts = self._recorded.pop(row.id, set())
         in_doubt = row.id in self._startup_doubts
         for number, (coding, data) in enumerate(parts, start=1):
             if number in done_parts:
@@ -455,6 +591,10 @@ class Gateway:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._results_ready.wait(), 1.0 if self._orphans else None)
+            # Results are not on anyone's way (a text is answered once its reply is submitted):
+            # gathered a little longer they cost fewer commits, or ride along with the next
+            # inbound or reply commit for free.
+            await asyncio.sleep(RESULTS_DELAY)
             self._results_ready.clear()
             await self._flush_results()
             await self._retry_orphans()
@@ -464,8 +604,7 @@ class Gateway:
         if not any(pending):
             return
         try:
-            async with self.store.tx() as db:
-                await self._write_results(db, pending)
+            await self.store.write(self._write_results, pending)
         except BaseException:
             self._restore_results(pending)
             raise
@@ -485,19 +624,27 @@ class Gateway:
         self._results_ready.set()
 
     @staticmethod
-    async def _write_results(db: aiosqlite.Connection, pending: _Pending) -> None:
+    def _write_results(db: sqlite3.Connection, pending: _Pending) -> None:
+        """Inside a write transaction, in the database thread."""
         results, finished, failures, acked = pending
         if results or finished:
-            await messages.record_submitted(db, results, finished)
+            messages.record_submitted_sync(db, results, finished)
         if failures:
-            await messages.record_failed(db, failures)
+            messages.record_failed_sync(db, failures)
         if acked:
-            await messages.mark_acked(db, acked)
+            messages.mark_acked_sync(db, acked)
 
     def _results_written(self, pending: _Pending) -> None:
         # Only now may a scan see these rows as no longer queued.
         _results, finished, failures, _acked = pending
         for outbox_id, _at in finished:
             self._scheduled.discard(outbox_id)
+            self._answered(outbox_id)
         for outbox_id, _error, _at in failures:
             self._scheduled.discard(outbox_id)
+            self._answered(outbox_id)
+
+    def _answered(self, outbox_id: int) -> None:
+        if outbox_id in self._answering:
+            self._answering.discard(outbox_id)
+            self._room.set()

@@ -26,6 +26,7 @@ log = logs.get("smpp")
 Inbound = pdu.ShortMessage | bytes
 InboundSink = Callable[[list[Inbound]], Awaitable[None]]
 MAX_BATCH = 500
+READ_CHUNK = 65536
 
 
 class LinkDown(Exception):
@@ -59,11 +60,16 @@ class RateLimiter:
         self._next = 0.0
 
     async def take(self) -> None:
+        delay = self.delay()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def delay(self) -> float:
+        """Take a slot; the seconds to wait for it (0 when it is now)."""
         now = time.monotonic()
         slot = max(self._next, now - self.interval * 4)  # up to a 5-part burst after idling
         self._next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        return slot - now
 
 
 class SmppSession:
@@ -84,6 +90,9 @@ class SmppSession:
         self._resume.set()
         self._throttle_delay = config.throttle_pause
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._unsent: list[bytes] = []
+        self._deadlines: dict[int, float] = {}  # per submit sequence, when to give up waiting
+        self._unsent_for: asyncio.StreamWriter | None = None
         self._sequence = random.randrange(1, 0x10000)
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = False
@@ -225,38 +234,64 @@ class SmppSession:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         queue: asyncio.Queue[tuple[int, Inbound]],
     ) -> None:
+        # Whatever arrived is read at once and split into PDUs here: under load a read brings
+        # dozens of them, and two awaited reads for each cost more than handling it.
+        buffer = bytearray()
         while True:
-            header, raw = await self._read_pdu(reader)
+            data = await reader.read(READ_CHUNK)
+            if not data:
+                raise asyncio.IncompleteReadError(bytes(buffer), None)
             self._last_read = time.monotonic()
-            command = header.command_id
-            if command & pdu.RESPONSE_BIT:
-                future = self._pending.pop(header.sequence, None)
-                if future is not None and not future.done():
-                    future.set_result((header.status, raw))
-                elif command != pdu.GENERIC_NACK:
-                    log.warning("response_unmatched", extra={"command": f"0x{command:08X}",
-                                                             "sequence": header.sequence})
-            elif command == pdu.DELIVER_SM:
-                self.stats.inbound += 1
-                item: Inbound
-                try:
-                    item = pdu.decode_sm(raw)
-                except pdu.PduError as exc:
-                    self.stats.malformed += 1
-                    log.warning("pdu_malformed", extra={"command": "deliver_sm", "error": str(exc),
-                                                        "octets": len(raw)})
-                    item = raw
-                queue.put_nowait((header.sequence, item))
-            elif command == pdu.ENQUIRE_LINK:
-                writer.write(pdu.enquire_link_resp(header.sequence))
-            elif command == pdu.UNBIND:
-                writer.write(pdu.unbind_resp(header.sequence))
-                self.stats.last_error = "unbind from SMSC"
-                log.info("unbind_received")
-                return
-            else:
-                log.warning("pdu_unsupported", extra={"command": f"0x{command:08X}"})
-                writer.write(pdu.generic_nack(header.sequence, pdu.ESME_RINVCMDID))
+            buffer += data
+            offset = 0
+            while len(buffer) - offset >= pdu.HEADER_LENGTH:
+                length = int.from_bytes(buffer[offset : offset + 4], "big")
+                if length < pdu.HEADER_LENGTH or length > pdu.MAX_PDU_LENGTH:
+                    # The stream cannot be resynchronised after a bad length: the link must be reset.
+                    raise pdu.PduError(f"bad command_length {length}")
+                if len(buffer) - offset < length:
+                    break
+                raw = bytes(buffer[offset : offset + length])
+                offset += length
+                if not self._handle(pdu.parse_header(raw), raw, writer, queue):
+                    return
+            del buffer[:offset]
+
+    def _handle(
+        self, header: pdu.Header, raw: bytes, writer: asyncio.StreamWriter,
+        queue: asyncio.Queue[tuple[int, Inbound]],
+    ) -> bool:
+        """Act on one PDU from the SMSC; False once the SMSC unbinds."""
+        command = header.command_id
+        if command & pdu.RESPONSE_BIT:
+            future = self._pending.pop(header.sequence, None)
+            if future is not None and not future.done():
+                future.set_result((header.status, raw))
+            elif command != pdu.GENERIC_NACK:
+                log.warning("response_unmatched", extra={"command": f"0x{command:08X}",
+                                                         "sequence": header.sequence})
+        elif command == pdu.DELIVER_SM:
+            self.stats.inbound += 1
+            item: Inbound
+            try:
+                item = pdu.decode_sm(raw)
+            except pdu.PduError as exc:
+                self.stats.malformed += 1
+                log.warning("pdu_malformed", extra={"command": "deliver_sm", "error": str(exc),
+                                                    "octets": len(raw)})
+                item = raw
+            queue.put_nowait((header.sequence, item))
+        elif command == pdu.ENQUIRE_LINK:
+            writer.write(pdu.enquire_link_resp(header.sequence))
+        elif command == pdu.UNBIND:
+            writer.write(pdu.unbind_resp(header.sequence))
+            self.stats.last_error = "unbind from SMSC"
+            log.info("unbind_received")
+            return False
+        else:
+            log.warning("pdu_unsupported", extra={"command": f"0x{command:08X}"})
+            writer.write(pdu.generic_nack(header.sequence, pdu.ESME_RINVCMDID))
+        return True
 
     async def _ack_loop(
         self, writer: asyncio.StreamWriter, queue: asyncio.Queue[tuple[int, Inbound]]
@@ -273,15 +308,16 @@ class SmppSession:
                 # Not stored, so not acknowledged as received: the SMSC will deliver it again.
                 log.exception("inbound_store_failed", extra={"count": len(batch)})
                 status = pdu.ESME_RX_T_APPN
-            for sequence, _item in batch:
-                writer.write(pdu.deliver_sm_resp(sequence, status))
+            # One write (one system call) for the whole batch.
+            writer.write(b"".join(pdu.deliver_sm_resp(sequence, status) for sequence, _item in batch))
             if writer.transport.get_write_buffer_size() > 64 * 1024:
                 await writer.drain()
 
     async def _keepalive(self) -> None:
         interval = self.config.enquire_link_interval
         while True:
-            await asyncio.sleep(min(interval, 1.0))
+            await asyncio.sleep(min(interval, 1.0, self.config.response_timeout / 4))
+            self._expire_submits()
             if time.monotonic() - self._last_read < interval:
                 continue
             try:
@@ -292,18 +328,53 @@ class SmppSession:
 
     # ---- requests -----------------------------------------------------------------------------
 
-    async def _request(self, build: Callable[[int], bytes]) -> tuple[int, bytes]:
+    async def _request(
+        self, build: Callable[[int], bytes], deadline: float | None = None
+    ) -> tuple[int, bytes]:
+        """Send a request; its response. Past deadline (monotonic) it fails with TimeoutError."""
         writer = self._writer
         if writer is None or not self.bound.is_set():
             raise LinkDown("not bound")
         sequence = self._next_sequence()
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[sequence] = future
+        if deadline is not None:
+            self._deadlines[sequence] = deadline
         try:
-            writer.write(build(sequence))
+            self._send(writer, build(sequence))
             return await future
         finally:
             self._pending.pop(sequence, None)
+            self._deadlines.pop(sequence, None)
+
+    def _expire_submits(self) -> None:
+        """Fail submits past their deadline (checked by _keepalive, not a timer per submit)."""
+        now = time.monotonic()
+        expired = [sequence for sequence, deadline in self._deadlines.items() if deadline <= now]
+        for sequence in expired:
+            del self._deadlines[sequence]
+            future = self._pending.get(sequence)
+            if future is not None and not future.done():
+                future.set_exception(TimeoutError())
+
+    def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Write at the end of this turn of the loop, with whatever else is sent in it.
+
+        Under load many submits are ready in the same turn; one write for all of them is one
+        system call instead of one each.
+        """
+        if writer is not self._unsent_for:
+            # Whatever waits for a link that went down is dropped: its requests failed (LinkDown).
+            self._unsent, self._unsent_for = [], writer
+        self._unsent.append(data)
+        if len(self._unsent) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        data, self._unsent = b"".join(self._unsent), []
+        writer = self._unsent_for
+        if data and writer is not None and writer is self._writer and not writer.is_closing():
+            writer.write(data)
 
     async def submit(self, build: Callable[[int], bytes]) -> tuple[int, bytes]:
         """Send one submit_sm part (built for a sequence number); returns (status, response).
@@ -313,14 +384,18 @@ class SmppSession:
         """
         async with self._window:
             while True:
-                await self.bound.wait()
-                await self._resume.wait()
-                await self._rate.take()
+                # Checked before waiting: under load every part passes here, and an awaited
+                # Event.wait() or sleep(0) costs more than the check.
+                if not self.bound.is_set():
+                    await self.bound.wait()
+                if not self._resume.is_set():
+                    await self._resume.wait()
+                delay = self._rate.delay()
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 started = time.monotonic()
                 try:
-                    status, raw = await asyncio.wait_for(
-                        self._request(build), self.config.response_timeout
-                    )
+                    status, raw = await self._request(build, started + self.config.response_timeout)
                 except TimeoutError:
                     # An SMSC that stops answering submits is treated as a dead link.
                     self.stats.last_error = "submit_sm got no answer"

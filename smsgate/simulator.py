@@ -6,8 +6,9 @@ order), records each complete message as `Sent`, sends delivery receipts in seve
 formats, and sends MO messages as deliver_sm. Like a real SMSC it keeps an MO until the ESME
 answers it: a deliver_sm lost with its connection is sent again on the next bind.
 
-A small aiohttp control API (`POST /mo`, `GET /sent`, `GET /status`) lets a person or another
-process play a resident; `smsgate.simclient` is its client.
+A small aiohttp control API (`POST /mo`, `POST /ussd`, `GET /sent`, `GET /status`) lets a person
+or another process play a resident; `smsgate.simclient` is its client. `ussd()` plays one step of
+a USSD dialogue: a deliver_sm with ussd_service_op and its_session_info, then the ESME's screen.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ _RECEIPT_SNIPPET = 20
 REPLY_QUIET = 0.8
 REPLY_CAP = 30.0
 
+# ussd_service_op values of SMPP 3.4 the simulator sends and reads by default.
+USSD_PSSR_INDICATION = 1
+USSD_USSR_REQUEST = 2
+USSD_USSR_CONFIRM = 18
+
 
 @dataclass(frozen=True)
 class Sent:
@@ -93,6 +99,22 @@ class Acknowledged:
     sequence: int
     status: int
     at: datetime
+
+
+@dataclass(frozen=True)
+class UssdReply:
+    """The ESME's screen after one USSD step, with the TLVs that marked it."""
+
+    text: str
+    op: int | None  # ussd_service_op
+    session_info: bytes | None  # its_session_info as sent
+
+    @property
+    def end(self) -> bool:
+        """Whether the screen closes the dialogue: the end bit if there is session info, else the op."""
+        if self.session_info is not None and len(self.session_info) == 2:
+            return bool(self.session_info[1] & 0x01)
+        return self.op != USSD_USSR_REQUEST
 
 
 class NotBound(TimeoutError):
@@ -197,6 +219,8 @@ class Simulator:
 
         self.sent: list[Sent] = []
         self.acknowledged: list[Acknowledged] = []
+        # Open USSD dialogues, (number, session number) -> the sequence number of the last step.
+        self._ussd_dialogues: dict[tuple[str, int | None], int] = {}
         self.submits = 0  # submit_sm accepted (answered ESME_ROK)
         self.throttled = 0
         self.binds = 0
@@ -399,6 +423,60 @@ class Simulator:
         if any(task.cancelled() for task in tasks):
             raise ConnectionError("the simulator stopped before the ESME answered")
         return [task.result() for task in tasks]
+
+    async def ussd(
+        self,
+        phone: str,
+        text: str = "",
+        *,
+        session: int | None = None,
+        op: int | None = None,
+        reply: bool = True,
+        timeout: float = 10.0,  # noqa: ASYNC109 - one deadline for the deliver_sm and the screen
+    ) -> UssdReply | None:
+        """Play one step of a USSD dialogue from phone; the screen the ESME answers with.
+
+        The first step dials (PSSR indication, text like "*7377#"), the next ones answer (USSR
+        confirm), unless op names another operation (vendor codes, an abort). session is the
+        its_session_info session number, each step carrying the dialogue's next sequence number;
+        None sends no its_session_info, as platforms that key dialogues on the phone do. With
+        reply=False (an abort) nothing is awaited but the deliver_sm_resp, and None is returned.
+        Raises TimeoutError when no screen comes within timeout.
+        """
+        if session is not None and not 0 <= session <= 0xFF:
+            raise ValueError("session must be an octet (0-255)")
+        dialogue = (_wire_number(phone), session)
+        previous = self._ussd_dialogues.get(dialogue)
+        if op is None:
+            op = USSD_PSSR_INDICATION if previous is None else USSD_USSR_CONFIRM
+        step = 0 if previous is None or op == USSD_PSSR_INDICATION else (previous + 1) % 0x80
+        self._ussd_dialogues[dialogue] = step
+        tlvs = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, bytes([op]))
+        if session is not None:
+            tlvs += pdu.tlv(pdu.TAG_ITS_SESSION_INFO, bytes([session, step << 1]))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        start = len(self.sent)
+        statuses = await self.send_mo(phone, text, tlvs=tlvs, timeout=timeout)
+        if any(status != pdu.ESME_ROK for status in statuses):
+            raise ConnectionError(f"the ESME refused the USSD step: {pdu.status_name(statuses[0])}")
+        if not reply:
+            self._ussd_dialogues.pop(dialogue, None)
+            return None
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    changed = self._sent_changed
+                    for sent in self.sent[start:]:
+                        answer = _ussd_answer(sent, phone, session)
+                        if answer is not None:
+                            if answer.end:
+                                self._ussd_dialogues.pop(dialogue, None)
+                            return answer
+                    start = len(self.sent)
+                    await changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"no USSD screen within {timeout} s") from None
 
     def _mo_segments(
         self,
@@ -828,6 +906,17 @@ def _deliver_sm_from(
     return pdu.HEADER.pack(pdu.HEADER_LENGTH + len(body), command_id, status, sequence) + body
 
 
+def _ussd_answer(sent: Sent, phone: str, session: int | None) -> UssdReply | None:
+    """sent as the screen of phone's dialogue with that session number; None if it is not one."""
+    op = sent.tlvs.get(pdu.TAG_USSD_SERVICE_OP)
+    if not op or not _same_phone(sent.phone, phone):
+        return None
+    info = sent.tlvs.get(pdu.TAG_ITS_SESSION_INFO)
+    if session is not None and info and info[0] != session:
+        return None
+    return UssdReply(sent.text, op[0], info)
+
+
 def _wire_number(phone: str) -> str:
     """'+79031234567' as SMPP carries it with TON 1 NPI 1: digits without '+'."""
     number = phone.removeprefix("+")
@@ -885,6 +974,7 @@ def create_control_app(simulator: Simulator) -> web.Application:
     app[SIMULATOR_KEY] = simulator
     app.router.add_routes([
         web.post("/mo", _post_mo),
+        web.post("/ussd", _post_ussd),
         web.get("/sent", _get_sent),
         web.get("/status", _get_status),
     ])
@@ -922,6 +1012,47 @@ async def _post_mo(request: web.Request) -> web.Response:
         "status": statuses,
         "replies": [{"text": reply.text, "parts": reply.parts} for reply in replies],
     })
+
+
+async def _post_ussd(request: web.Request) -> web.Response:
+    """One USSD step: {"phone", "text", "session", "op", "reply", "wait"} -> {"reply": screen}."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _ControlError(400, "body must be JSON") from None
+    if not isinstance(body, dict):
+        raise _ControlError(400, "body must be a JSON object")
+    phone, text = body.get("phone"), body.get("text", "")
+    session, op, reply = body.get("session"), body.get("op"), body.get("reply", True)
+    wait = body.get("wait", 10.0)
+    if not isinstance(phone, str) or not isinstance(text, str):
+        raise _ControlError(400, "phone and text must be strings")
+    for name, value in (("session", session), ("op", op)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= 0xFF):
+            raise _ControlError(400, f"{name} must be an octet (0-255)")
+    if not isinstance(reply, bool):
+        raise _ControlError(400, "reply must be true or false")
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 < wait <= MAX_WAIT:
+        raise _ControlError(400, f"wait must be a number of seconds up to {MAX_WAIT:g}")
+    try:
+        answer = await request.app[SIMULATOR_KEY].ussd(
+            phone, text, session=session, op=op, reply=reply, timeout=float(wait)
+        )
+    except ValueError as exc:
+        raise _ControlError(400, str(exc)) from None
+    except NotBound:
+        raise _ControlError(503, "no ESME is bound to the simulator") from None
+    except TimeoutError as exc:
+        raise _ControlError(504, str(exc)) from None
+    except ConnectionError as exc:
+        raise _ControlError(502, str(exc)) from None
+    if answer is None:
+        return web.json_response({"reply": None})
+    return web.json_response({"reply": {
+        "text": answer.text, "op": answer.op, "end": answer.end,
+        "session_info": answer.session_info.hex() if answer.session_info is not None else None,
+    }})
 
 
 async def _get_sent(request: web.Request) -> web.Response:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 import aiosqlite
+
+from store.db import in_thread
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,78 @@ async def by_provider(
         ) AS x JOIN providers AS p ON p.id = x.provider_id
         GROUP BY p.id, p.name HAVING SUM(x.amount) != 0 ORDER BY p.name
     """
-    async with db.execute(sql, (account, period, account, today)) as cur:
-        return [ProviderDebt(row[0], row[1], int(row[2])) for row in await cur.fetchall()]
+    rows = await db.execute_fetchall(sql, (account, period, account, today))
+    return [ProviderDebt(row[0], row[1], int(row[2])) for row in rows]
+
+
+@dataclass(frozen=True)
+class AccountBalance:
+    account: str
+    address: str
+    lines: tuple[ProviderDebt, ...]
+
+
+async def of_resident(
+    db: aiosqlite.Connection, resident_id: int, period: str, today: str
+) -> list[AccountBalance]:
+    """`by_provider` for every account linked to a resident, in link order."""
+    return await in_thread(db, _of_resident, resident_id, period, today)
+
+
+async def of_phone(
+    db: aiosqlite.Connection, phone: str, period: str, today: str
+) -> list[AccountBalance] | None:
+    """`of_resident` for the resident with this phone, None if there is none; one trip to the
+    database thread for both queries (БАЛАНС is the text residents send most).
+    """
+    return await in_thread(db, of_phone_sync, phone, period, today)
+
+
+def of_phone_sync(db: sqlite3.Connection, phone: str, period: str, today: str) -> list[AccountBalance] | None:
+    row = db.execute("SELECT id FROM residents WHERE phone = ?", (phone,)).fetchone()
+    return None if row is None else _of_resident(db, int(row[0]), period, today)
+
+
+def _of_resident(
+    db: sqlite3.Connection, resident_id: int, period: str, today: str
+) -> list[AccountBalance]:
+    """One query for all of a resident's accounts.
+
+    Each arm of the query is a search by primary key or payments_by_account, so its cost does not
+    grow with the store (a CTE or a grouped subquery here made SQLite scan instead); the sums are
+    done here.
+    """
+    sql = """
+        SELECT ra.account, c.provider_id, p.name, c.amount, ra.linked_at, NULL
+        FROM resident_accounts AS ra JOIN charges AS c ON c.account = ra.account
+        JOIN providers AS p ON p.id = c.provider_id WHERE ra.resident_id = ? AND c.period <= ?
+        UNION ALL
+        SELECT ra.account, y.provider_id, p.name, -y.amount, ra.linked_at, NULL
+        FROM resident_accounts AS ra JOIN payments AS y ON y.account = ra.account
+        JOIN providers AS p ON p.id = y.provider_id WHERE ra.resident_id = ? AND y.paid_at <= ?
+        UNION ALL
+        SELECT ra.account, NULL, NULL, 0, ra.linked_at, coalesce(a.address, '')
+        FROM resident_accounts AS ra LEFT JOIN accounts AS a ON a.number = ra.account
+        WHERE ra.resident_id = ?
+    """
+    linked: list[tuple[str, str, str]] = []  # (linked_at, account, address)
+    sums: dict[str, dict[tuple[int, str], int]] = {}
+    rows = db.execute(sql, (resident_id, period, resident_id, today, resident_id)).fetchall()
+    for account, provider_id, name, amount, linked_at, address in rows:
+        if provider_id is None:
+            linked.append((linked_at, account, address))
+        else:
+            per_provider = sums.setdefault(account, {})
+            per_provider[provider_id, name] = per_provider.get((provider_id, name), 0) + int(amount)
+    balances: list[AccountBalance] = []
+    for _linked_at, account, address in sorted(linked):
+        lines = sorted(
+            (ProviderDebt(provider_id, name, debt)
+             for (provider_id, name), debt in sums.get(account, {}).items() if debt != 0),
+            key=lambda line: (line.provider, line.provider_id),
+        )
+        balances.append(AccountBalance(account, address, tuple(lines)))
+    return balances
 
 
 async def charges_by_service(

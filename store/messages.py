@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiosqlite
+
+from store.db import in_thread
 
 
 def text_hash(phone: str, text: str, raw: bytes | None) -> str:
@@ -47,28 +51,76 @@ async def store_inbound(
     db: aiosqlite.Connection, items: Sequence[NewInbound], redelivery_since: float
 ) -> list[int | None]:
     """Store texts; a text that repeats one stored but never acknowledged is a redelivery: None."""
+    return await in_thread(db, store_inbound_sync, items, redelivery_since)
+
+
+# The gateway's hot paths write in one trip to the database thread (Store.write); these *_sync
+# functions are the statements, run there; the async functions of the same name wrap them.
+
+
+def store_inbound_sync(
+    db: sqlite3.Connection, items: Sequence[NewInbound], redelivery_since: float
+) -> list[int | None]:
+    """`store_inbound`. A text repeating an earlier one of the same batch counts as its
+    redelivery too; one query looks for repeats and one statement inserts the rest.
+    """
+    digests = [_digest(item) for item in items]
+    unacked: set[tuple[str, str]] = set()
+    for phones in _chunks(sorted({item.phone for item in items}), _MAX_ROWS):
+        marks = ",".join("?" * len(phones))
+        rows = db.execute(
+            f"SELECT phone, text_hash FROM inbox WHERE acked = 0 AND phone IN ({marks})"
+            " AND received_at > ?", (*phones, redelivery_since),
+        ).fetchall()
+        unacked.update((row[0], row[1]) for row in rows)
+    fresh: list[tuple[NewInbound, str]] = []
+    for item, digest in zip(items, digests, strict=True):
+        if (item.phone, digest) not in unacked:
+            unacked.add((item.phone, digest))
+            fresh.append((item, digest))
+    stored: dict[tuple[str, str], int] = {}
+    for chunk in _chunks(fresh, _MAX_ROWS):
+        rows = db.execute(
+            "INSERT INTO inbox (phone, text, data_coding, raw, channel, received_at, text_hash, extra)"
+            f" VALUES {','.join(['(?, ?, ?, ?, ?, ?, ?, ?)'] * len(chunk))}"
+            " RETURNING id, phone, text_hash",
+            [value for item, digest in chunk for value in (
+                item.phone, item.text, item.data_coding, item.raw, item.channel, item.received_at,
+                digest, item.extra)],
+        ).fetchall()
+        # RETURNING promises no order: rows are matched back by (phone, hash), unique in `fresh`.
+        stored.update(((row[1], row[2]), int(row[0])) for row in rows)
     ids: list[int | None] = []
-    for item in items:
-        digest = text_hash(item.phone, item.text, item.raw)
-        async with db.execute(
-            "SELECT id FROM inbox WHERE phone = ? AND text_hash = ? AND acked = 0"
-            " AND received_at > ? LIMIT 1", (item.phone, digest, redelivery_since),
-        ) as cur:
-            if await cur.fetchone() is not None:
-                ids.append(None)
-                continue
-        cursor = await db.execute(
-            "INSERT INTO inbox (phone, text, data_coding, raw, channel, received_at, text_hash,"
-            " extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (item.phone, item.text, item.data_coding, item.raw, item.channel, item.received_at,
-             digest, item.extra),
-        )
-        ids.append(cursor.lastrowid)
+    for item, digest in zip(items, digests, strict=True):
+        ids.append(stored.pop((item.phone, digest), None))
     return ids
 
 
+def _digest(item: NewInbound) -> str:
+    if item.channel == "ussd":
+        # USSD answers repeat legitimately ("1", then "1" on the next screen) and a dialogue is
+        # not redelivered later: only a copy in the same batch (same arrival) is the same input.
+        marks = f"{item.extra}\x00{item.received_at!r}".encode()
+        return text_hash(item.phone, item.text, (item.raw or b"") + marks)
+    return text_hash(item.phone, item.text, item.raw)
+
+
+# Rows (or values in an IN list) per statement: far below SQLite's limit of 32,766 parameters.
+_MAX_ROWS = 500
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 async def mark_acked(db: aiosqlite.Connection, ids: Iterable[int]) -> None:
-    await db.executemany("UPDATE inbox SET acked = 1 WHERE id = ?", [(i,) for i in ids])
+    await in_thread(db, mark_acked_sync, list(ids))
+
+
+def mark_acked_sync(db: sqlite3.Connection, ids: Iterable[int]) -> None:
+    db.executemany("UPDATE inbox SET acked = 1 WHERE id = ?", [(i,) for i in ids])
 
 
 async def mark_unacked_acked(db: aiosqlite.Connection) -> None:
@@ -85,19 +137,26 @@ async def pending_inbound(db: aiosqlite.Connection, limit: int = 1000) -> list[I
 
 
 async def get_inbound(db: aiosqlite.Connection, ids: Sequence[int]) -> list[Inbound]:
-    marks = ",".join("?" * len(ids))
-    async with db.execute(
-        "SELECT id, phone, text, data_coding, raw, channel, received_at, extra FROM inbox"
-        f" WHERE id IN ({marks}) AND state = 'new' ORDER BY id", tuple(ids),
-    ) as cur:
-        return [Inbound(*row) for row in await cur.fetchall()]
+    found: list[Inbound] = []
+    for chunk in _chunks(ids, _MAX_ROWS):
+        marks = ",".join("?" * len(chunk))
+        rows = await db.execute_fetchall(
+            "SELECT id, phone, text, data_coding, raw, channel, received_at, extra FROM inbox"
+            f" WHERE id IN ({marks}) AND state = 'new' ORDER BY id", tuple(chunk),
+        )
+        found += [Inbound(*row) for row in rows]
+    return found
 
 
 async def finish_inbound(
     db: aiosqlite.Connection, done: Sequence[tuple[int, str, str]]
 ) -> None:
     """Mark texts handled: (inbox id, state, handler name)."""
-    await db.executemany(
+    await in_thread(db, finish_inbound_sync, done)
+
+
+def finish_inbound_sync(db: sqlite3.Connection, done: Sequence[tuple[int, str, str]]) -> None:
+    db.executemany(
         "UPDATE inbox SET state = ?, handler = ? WHERE id = ?",
         [(state, handler, inbox_id) for inbox_id, state, handler in done],
     )
@@ -108,19 +167,25 @@ async def store_part(
     data_coding: int, at: float,
 ) -> list[str] | None:
     """Keep one part of a long text; returns the texts of all parts once every part is there."""
-    await db.execute(
+    return await in_thread(db, store_part_sync, phone, reference, total, number, text, data_coding, at)
+
+
+def store_part_sync(
+    db: sqlite3.Connection, phone: str, reference: int, total: int, number: int, text: str,
+    data_coding: int, at: float,
+) -> list[str] | None:
+    db.execute(
         "INSERT OR REPLACE INTO inbox_parts (phone, reference, total, number, text, data_coding,"
         " received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (phone, reference, total, number, text, data_coding, at),
     )
-    async with db.execute(
+    rows = db.execute(
         "SELECT number, text FROM inbox_parts WHERE phone = ? AND reference = ? AND total = ?"
         " ORDER BY number", (phone, reference, total),
-    ) as cur:
-        rows = list(await cur.fetchall())
+    ).fetchall()
     if len(rows) < total:
         return None
-    await db.execute(
+    db.execute(
         "DELETE FROM inbox_parts WHERE phone = ? AND reference = ? AND total = ?",
         (phone, reference, total),
     )
@@ -150,17 +215,37 @@ class NewOutgoing:
 async def enqueue(
     db: aiosqlite.Connection, items: Sequence[NewOutgoing], now: float
 ) -> list[int]:
-    """Queue texts to send; a request key already queued is not queued twice."""
-    ids: list[int] = []
-    for item in items:
-        cursor = await db.execute(
+    """Queue texts to send; a request key already queued is not queued twice.
+
+    Returns the ids of the rows inserted, in the order of items; one statement per 500 items.
+    """
+    return await in_thread(db, enqueue_sync, items, now)
+
+
+def enqueue_sync(db: sqlite3.Connection, items: Sequence[NewOutgoing], now: float) -> list[int]:
+    return [outbox_id for outbox_id, _item in enqueue_rows_sync(db, items, now)]
+
+
+def enqueue_rows_sync(
+    db: sqlite3.Connection, items: Sequence[NewOutgoing], now: float
+) -> list[tuple[int, NewOutgoing]]:
+    """`enqueue`, with each id next to the item it was given to."""
+    inserted: dict[str, int] = {}
+    for chunk in _chunks(items, _MAX_ROWS):
+        rows = db.execute(
             "INSERT OR IGNORE INTO outbox (request_key, phone, text, kind, parts, created_at, extra)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (item.request_key, item.phone, item.text, item.kind, item.parts, now, item.extra),
-        )
-        if cursor.rowcount and cursor.lastrowid is not None:
-            ids.append(cursor.lastrowid)
-    return ids
+            f" VALUES {','.join(['(?, ?, ?, ?, ?, ?, ?)'] * len(chunk))} RETURNING id, request_key",
+            [value for item in chunk for value in (
+                item.request_key, item.phone, item.text, item.kind, item.parts, now, item.extra)],
+        ).fetchall()
+        inserted.update((row[1], int(row[0])) for row in rows)
+    # RETURNING promises no order: ids are put back in the order of items.
+    queued: list[tuple[int, NewOutgoing]] = []
+    for item in items:
+        found = inserted.pop(item.request_key, None)
+        if found is not None:
+            queued.append((found, item))
+    return queued
 
 
 async def queued(db: aiosqlite.Connection, after_id: int = 0, limit: int = 1000) -> list[Outgoing]:
@@ -172,12 +257,15 @@ async def queued(db: aiosqlite.Connection, after_id: int = 0, limit: int = 1000)
 
 
 async def get_outgoing(db: aiosqlite.Connection, ids: Sequence[int]) -> list[Outgoing]:
-    marks = ",".join("?" * len(ids))
-    async with db.execute(
-        "SELECT id, phone, text, kind, extra, created_at FROM outbox"
-        f" WHERE id IN ({marks}) AND state = 'queued' ORDER BY id", tuple(ids),
-    ) as cur:
-        return [Outgoing(*row) for row in await cur.fetchall()]
+    found: list[Outgoing] = []
+    for chunk in _chunks(ids, _MAX_ROWS):
+        marks = ",".join("?" * len(chunk))
+        rows = await db.execute_fetchall(
+            "SELECT id, phone, text, kind, extra, created_at FROM outbox"
+            f" WHERE id IN ({marks}) AND state = 'queued' ORDER BY id", tuple(chunk),
+        )
+        found += [Outgoing(*row) for row in rows]
+    return found
 
 
 @dataclass(frozen=True)
@@ -193,16 +281,22 @@ async def record_submitted(
     db: aiosqlite.Connection, parts: Sequence[PartResult], finished: Sequence[tuple[int, float]]
 ) -> None:
     """Record parts the SMSC accepted, and the messages whose every part it accepted."""
-    await db.executemany(
+    await in_thread(db, record_submitted_sync, parts, finished)
+
+
+def record_submitted_sync(
+    db: sqlite3.Connection, parts: Sequence[PartResult], finished: Sequence[tuple[int, float]]
+) -> None:
+    db.executemany(
         "INSERT OR REPLACE INTO outbox_parts (outbox_id, part_no, smsc_id, state, submitted_at)"
         " VALUES (?, ?, ?, 'submitted', ?)",
         [(part.outbox_id, part.part_no, part.smsc_id, part.at) for part in parts],
     )
-    await db.executemany(
+    db.executemany(
         "INSERT OR IGNORE INTO part_keys (smsc_key, outbox_id, part_no) VALUES (?, ?, ?)",
         [(key, part.outbox_id, part.part_no) for part in parts for key in part.smsc_keys],
     )
-    await db.executemany(
+    db.executemany(
         "UPDATE outbox SET state = 'submitted', submitted_at = ? WHERE id = ? AND state = 'queued'",
         [(at, outbox_id) for outbox_id, at in finished],
     )
@@ -211,7 +305,11 @@ async def record_submitted(
 async def record_failed(
     db: aiosqlite.Connection, failures: Sequence[tuple[int, str, float]]
 ) -> None:
-    await db.executemany(
+    await in_thread(db, record_failed_sync, failures)
+
+
+def record_failed_sync(db: sqlite3.Connection, failures: Sequence[tuple[int, str, float]]) -> None:
+    db.executemany(
         "UPDATE outbox SET state = 'failed', error = ?, done_at = ? WHERE id = ?",
         [(error, at, outbox_id) for outbox_id, error, at in failures],
     )
@@ -225,57 +323,140 @@ async def store_receipt(
     db: aiosqlite.Connection, smsc_id: str, stat: str, err: str, body: str, at: float
 ) -> int:
     """Keep every receipt, matched or not, so a malformed one can be looked at later."""
-    cursor = await db.execute(
-        "INSERT INTO receipts (smsc_id, stat, err, body, received_at) VALUES (?, ?, ?, ?, ?)",
-        (smsc_id[:100], stat[:20], err[:20], body[:500], at),
+    return (await store_receipts(db, [NewReceipt(smsc_id, stat, err, body)], at))[0]
+
+
+@dataclass(frozen=True)
+class NewReceipt:
+    smsc_id: str
+    stat: str
+    err: str
+    body: str
+
+
+async def store_receipts(
+    db: aiosqlite.Connection, receipts: Sequence[NewReceipt], at: float
+) -> list[int]:
+    """Keep receipts (inside a write transaction); their ids, in order."""
+    return await in_thread(db, store_receipts_sync, receipts, at)
+
+
+def store_receipts_sync(db: sqlite3.Connection, receipts: Sequence[NewReceipt], at: float) -> list[int]:
+    if not receipts:
+        return []
+    # Ids are given here, not by RETURNING (whose order SQLite does not promise): the write
+    # transaction holds the only write lock, so nothing else takes these ids meanwhile.
+    first = int(db.execute("SELECT coalesce(max(id), 0) FROM receipts").fetchone()[0]) + 1
+    ids = list(range(first, first + len(receipts)))
+    db.executemany(
+        "INSERT INTO receipts (id, smsc_id, stat, err, body, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(receipt_id, receipt.smsc_id[:100], receipt.stat[:20], receipt.err[:20], receipt.body[:500], at)
+         for receipt_id, receipt in zip(ids, receipts, strict=True)],
     )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    return ids
 
 
 async def match_receipt(
     db: aiosqlite.Connection, receipt_id: int, keys: Iterable[str], stat: str, err: str, at: float
 ) -> int | None:
     """Apply a stored receipt to the part it names; returns the outbox id, None if none matches."""
-    key_list = sorted(set(keys))
-    if not key_list:
-        return None
-    marks = ",".join("?" * len(key_list))
-    async with db.execute(
-        f"SELECT outbox_id, part_no FROM part_keys WHERE smsc_key IN ({marks})"
-        " ORDER BY outbox_id DESC LIMIT 1", tuple(key_list),
-    ) as cur:
-        row = await cur.fetchone()
-    if row is None:
-        return None
-    outbox_id, part_no = int(row[0]), int(row[1])
-    await db.execute("UPDATE receipts SET outbox_id = ? WHERE id = ?", (outbox_id, receipt_id))
-    state = FINAL_STATES.get(stat)
-    if state is None:
-        return outbox_id  # intermediate (ENROUTE, ACCEPTD): nothing final to record yet
-    await db.execute(
-        "UPDATE outbox_parts SET state = ?, done_at = ? WHERE outbox_id = ? AND part_no = ?",
-        (state, at, outbox_id, part_no),
+    return (await match_receipts(db, [ReceiptMatch(receipt_id, tuple(keys), stat, err, at)]))[0]
+
+
+@dataclass(frozen=True)
+class ReceiptMatch:
+    receipt_id: int
+    keys: Iterable[str]  # the readings of the SMSC id (pdu.normalise_message_id)
+    stat: str
+    err: str
+    at: float
+
+
+async def match_receipts(
+    db: aiosqlite.Connection, receipts: Sequence[ReceiptMatch]
+) -> list[int | None]:
+    """Apply stored receipts to the parts they name: the outbox id of each, None where none matches.
+
+    A few statements for the whole batch, never one per receipt: the part a key names, the
+    receipts' links, the parts' final states, and the messages whose every part is final.
+    """
+    return await in_thread(db, match_receipts_sync, receipts)
+
+
+def match_receipts_sync(db: sqlite3.Connection, receipts: Sequence[ReceiptMatch]) -> list[int | None]:
+    key_lists = [sorted(set(receipt.keys)) for receipt in receipts]
+    # Of the parts a key names, the newest message wins (an SMSC may reuse ids after a while).
+    best: dict[str, tuple[int, int]] = {}
+    for chunk in _chunks(sorted({key for keys in key_lists for key in keys}), _MAX_ROWS):
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            f"SELECT smsc_key, outbox_id, part_no FROM part_keys WHERE smsc_key IN ({marks})",
+            tuple(chunk),
+        ).fetchall()
+        for row in rows:
+            found = (int(row[1]), int(row[2]))
+            if found > best.get(row[0], (-1, -1)):
+                best[row[0]] = found
+    matched: list[int | None] = []
+    links: list[tuple[int, int]] = []
+    finals: list[tuple[str, float, int, int]] = []
+    last: dict[int, ReceiptMatch] = {}  # per message, its last final receipt in the batch
+    for receipt, keys in zip(receipts, key_lists, strict=True):
+        candidates = [best[key] for key in keys if key in best]
+        if not candidates:
+            matched.append(None)
+            continue
+        outbox_id, part_no = max(candidates)
+        matched.append(outbox_id)
+        links.append((outbox_id, receipt.receipt_id))
+        state = FINAL_STATES.get(receipt.stat)
+        if state is not None:  # intermediate (ENROUTE, ACCEPTD): nothing final to record yet
+            finals.append((state, receipt.at, outbox_id, part_no))
+            last[outbox_id] = receipt
+    if links:
+        db.executemany("UPDATE receipts SET outbox_id = ? WHERE id = ?", links)
+    if not finals:
+        return matched
+    db.executemany(
+        "UPDATE outbox_parts SET state = ?, done_at = ? WHERE outbox_id = ? AND part_no = ?", finals
     )
-    async with db.execute(
-        "SELECT o.parts, count(p.part_no), coalesce(sum(p.state = 'delivered'), 0),"
-        " coalesce(max(p.state = 'expired'), 0) FROM outbox AS o LEFT JOIN outbox_parts AS p"
-        " ON p.outbox_id = o.id AND p.state != 'submitted' WHERE o.id = ?", (outbox_id,),
-    ) as cur:
-        summary = await cur.fetchone()
-    if summary and int(summary[1]) >= int(summary[0]):
-        parts, delivered, expired = int(summary[0]), int(summary[2]), int(summary[3])
-        overall = "delivered" if delivered >= parts else ("expired" if expired else "failed")
-        await db.execute(
-            "UPDATE outbox SET state = ?, done_at = ?, error = ? WHERE id = ?",
-            (overall, at, "" if overall == "delivered" else f"{stat} err:{err}", outbox_id),
-        )
-    return outbox_id
+    done: list[tuple[str, float, str, int]] = []
+    for outbox_ids in _chunks(sorted(last), _MAX_ROWS):
+        marks = ",".join("?" * len(outbox_ids))
+        rows = db.execute(
+            "SELECT o.id, o.parts, count(p.part_no), coalesce(sum(p.state = 'delivered'), 0),"
+            " coalesce(max(p.state = 'expired'), 0) FROM outbox AS o LEFT JOIN outbox_parts AS p"
+            f" ON p.outbox_id = o.id AND p.state != 'submitted' WHERE o.id IN ({marks})"
+            " GROUP BY o.id", tuple(outbox_ids),
+        ).fetchall()
+        for row in rows:
+            outbox_id, parts, final, delivered, expired = (int(value) for value in row)
+            if final < parts:
+                continue
+            receipt = last[outbox_id]
+            overall = "delivered" if delivered >= parts else ("expired" if expired else "failed")
+            error = "" if overall == "delivered" else f"{receipt.stat} err:{receipt.err}"
+            done.append((overall, receipt.at, error, outbox_id))
+    if done:
+        db.executemany("UPDATE outbox SET state = ?, done_at = ?, error = ? WHERE id = ?", done)
+    return matched
 
 
 async def recorded_parts(db: aiosqlite.Connection, outbox_id: int) -> set[int]:
-    async with db.execute("SELECT part_no FROM outbox_parts WHERE outbox_id = ?", (outbox_id,)) as cur:
-        return {int(row[0]) for row in await cur.fetchall()}
+    return (await recorded_parts_of(db, [outbox_id])).get(outbox_id, set())
+
+
+async def recorded_parts_of(db: aiosqlite.Connection, outbox_ids: Sequence[int]) -> dict[int, set[int]]:
+    """Parts the SMSC accepted already, per message (only messages with some are keys)."""
+    found: dict[int, set[int]] = {}
+    for chunk in _chunks(outbox_ids, _MAX_ROWS):
+        marks = ",".join("?" * len(chunk))
+        rows = await db.execute_fetchall(
+            f"SELECT outbox_id, part_no FROM outbox_parts WHERE outbox_id IN ({marks})", tuple(chunk)
+        )
+        for row in rows:
+            found.setdefault(int(row[0]), set()).add(int(row[1]))
+    return found
 
 
 async def first_queued_per_phone(db: aiosqlite.Connection) -> list[int]:
@@ -292,9 +473,9 @@ async def queue_depth(db: aiosqlite.Connection) -> int:
 async def history(db: aiosqlite.Connection, phone: str, limit: int = 20) -> list[tuple[str, str, float, str]]:
     """A resident's own SMS history: (direction, text, at, state), newest first."""
     sql = """
-        SELECT 'in', text, received_at, state FROM inbox WHERE phone = ?
+        SELECT 'in', text, received_at, state FROM inbox WHERE phone = ? AND channel != 'ussd'
         UNION ALL
-        SELECT 'out', text, created_at, state FROM outbox WHERE phone = ?
+        SELECT 'out', text, created_at, state FROM outbox WHERE phone = ? AND kind != 'ussd'
         ORDER BY 3 DESC LIMIT ?
     """
     async with db.execute(sql, (phone, phone, limit)) as cur:

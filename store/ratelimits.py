@@ -6,11 +6,10 @@ import aiosqlite
 
 
 async def count(db: aiosqlite.Connection, key: str, since: float) -> int:
-    async with db.execute(
+    rows = list(await db.execute_fetchall(
         "SELECT count(*) FROM rate_events WHERE key = ? AND at > ?", (key, since)
-    ) as cur:
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    ))
+    return int(rows[0][0]) if rows else 0
 
 
 async def record(db: aiosqlite.Connection, key: str, at: float) -> None:

@@ -37,9 +37,9 @@ def _utcnow() -> str:
 
 
 async def by_phone(db: aiosqlite.Connection, phone: str) -> Resident | None:
-    async with db.execute(f"SELECT {_COLUMNS} FROM residents WHERE phone = ?", (phone,)) as cur:
-        row = await cur.fetchone()
-    return _row(row) if row else None
+    # execute_fetchall: one trip to aiosqlite's thread, not three (execute, fetchone, close).
+    rows = list(await db.execute_fetchall(f"SELECT {_COLUMNS} FROM residents WHERE phone = ?", (phone,)))
+    return _row(rows[0]) if rows else None
 
 
 async def by_card(db: aiosqlite.Connection, card_number: str) -> Resident | None:

@@ -55,3 +55,26 @@ def test_smpp_limits_are_checked(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match="not found"):
         config.load(tmp_path / "nope.toml", env={})
+
+
+def test_ussd_operation_codes_per_operator(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[ussd]\nop_ussr_confirm = 0x12\nop_abort = 0x81\nsession_timeout = 60\n")
+    loaded = config.load(path, env={"SMSGATE_USSD_HTTP_SECRET": "k"})
+    assert (loaded.ussd.op_ussr_confirm, loaded.ussd.op_abort) == (0x12, 0x81)
+    assert (loaded.ussd.op_pssr_indication, loaded.ussd.op_ussr_request) == (1, 2)  # SMPP 3.4's
+    assert loaded.ussd.session_timeout == 60.0 and loaded.ussd.http_secret == "k"
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ("op_ussr_request = 256", "op_ussr_request must be an octet"),
+    ("op_abort = -2", "op_abort must be an octet"),
+    ("op_abort = 18", "must differ"),
+    ("op_pssr_indication = 18", "must differ"),
+    ("session_timeout = 0", "session_timeout must be positive"),
+])
+def test_ussd_mistakes_are_named(tmp_path: Path, body: str, error: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[ussd]\n{body}\n")
+    with pytest.raises(config.ConfigError, match=error):
+        config.load(path, env={})

@@ -197,3 +197,20 @@ def test_empty_user_data_is_sent_empty() -> None:
 
 def test_generic_nack_takes_any_status() -> None:
     assert pdu.parse_header(pdu.generic_nack(9, 0x400)) == pdu.Header(16, pdu.GENERIC_NACK, 0x400, 9)
+
+
+def test_a_ussd_screen_is_one_short_message_never_split() -> None:
+    screen = "Д" * pdu.USSD_UCS2_LIMIT  # 160 octets: more than one SMS holds
+    assert pdu.count_parts(screen) == 2
+    assert pdu.encode_ussd(screen) == (8, screen.encode("utf-16-be"))
+    assert pdu.encode_ussd("1 Balance\n0 Back") == (0, b"1 Balance\n0 Back")
+    assert pdu.encode_ussd("x" * pdu.USSD_GSM_LIMIT)[1] == b"x" * pdu.USSD_GSM_LIMIT
+    with pytest.raises(ValueError, match="80 UCS-2"):
+        pdu.encode_ussd(screen + "Д")
+    with pytest.raises(ValueError, match="182 GSM"):
+        pdu.encode_ussd("x" * (pdu.USSD_GSM_LIMIT + 1))
+    coding, data = pdu.encode_ussd(screen)
+    raw = pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), coding, data,
+                              tlvs=pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x02"))
+    back = pdu.decode_sm(raw)
+    assert back.text == screen and back.concat is None and not back.esm_class & pdu.UDHI

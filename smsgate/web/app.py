@@ -14,7 +14,7 @@ from aiohttp import web
 from smsgate import logs, texts
 from smsgate.config import Config
 from smsgate.services import TIMEZONE, Services
-from smsgate.web import keys, middlewares
+from smsgate.web import keys, middlewares, ussd
 from smsgate.web.sessions import SessionCodec
 from smsgate.web.views import ROUTES
 from store.db import Store
@@ -110,6 +110,7 @@ def create_app(config: Config, services: Services) -> web.Application:
     app.cleanup_ctx.append(_session_key)
     app.on_response_prepare.append(middlewares.security_headers)
     app.add_routes(ROUTES)
+    ussd.setup(app)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     return app
 

@@ -17,6 +17,8 @@ from store.db import NotFound
 log = logs.get("web")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Machine endpoints: no browser, so no session or CSRF token; each checks its requests itself.
+MACHINE_ENDPOINTS = frozenset({("POST", "/ussd")})
 # Every field of every form is short (the longest is a password); anything longer is refused
 # before a view sees it, so nothing is stored half-way.
 MAX_FIELD_CHARS = 200
@@ -91,7 +93,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
 @web.middleware
 async def forms(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every form sent must carry the session's CSRF token and only short text fields."""
-    if request.method in SAFE_METHODS:
+    if request.method in SAFE_METHODS or (request.method, request.path) in MACHINE_ENDPOINTS:
         return await handler(request)
     form = await request.post()  # aiohttp keeps it: views read the same parsed form
     if len(form) > MAX_FIELDS or any(not isinstance(value, str) for value in form.values()):
