@@ -277,7 +277,7 @@ async def password_prompt(ctx: MenuContext) -> Prompt:
 
 async def issue_password(ctx: MenuContext) -> Screen:
     """ПАРОЛЬ, with its limits; the password itself goes by SMS."""
-    result = await ctx.services.new_password(ctx.phone)
+    result = await ctx.services.new_password(ctx.phone, channel="ussd")
     if result.outcome is Outcome.OK and result.password:
         sms = Reply(texts.PASSWORD_SENT.format(password=result.password), secret=True)
         return Screen(PASSWORD_DONE, end=True, sms=(sms,))

@@ -145,7 +145,7 @@ class Services:
 
     # ---- password by SMS ---------------------------------------------------------------------
 
-    async def new_password(self, who: str) -> PasswordResult:
+    async def new_password(self, who: str, channel: str = "sms") -> PasswordResult:
         """A fresh random password for a registered phone, at most N an hour and M a day."""
         at = now()
         resident = await residents.by_phone(self.store.db, who)
@@ -167,7 +167,7 @@ class Services:
         async with self.store.tx() as db:
             await residents.set_password(db, resident.id, password_hash, must_change=True)
             await ratelimits.record(db, key, at)
-        log.info("password_issued", extra={"msisdn": who, "channel": "sms"})
+        log.info("password_issued", extra={"msisdn": who, "channel": channel})
         return PasswordResult(Outcome.OK, password)
 
     # ---- registration --------------------------------------------------------------------------

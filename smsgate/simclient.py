@@ -34,7 +34,10 @@ async def send_sms(control_url: str, phone: str, text: str, wait: float = 5.0) -
 
 
 async def sent_to(control_url: str, phone: str) -> list[str]:
-    """What the simulator delivered to a phone (all messages, oldest first): the phone's inbox."""
+    """What the simulator delivered to a phone as SMS (oldest first): the phone's inbox.
+
+    USSD screens (submit_sm with ussd_service_op) are not SMS and are left out.
+    """
     url = control_url.rstrip("/") + "/sent"
     try:
         async with (
@@ -48,7 +51,10 @@ async def sent_to(control_url: str, phone: str) -> list[str]:
     body = _json(raw)
     if status != 200 or not isinstance(body, list):
         raise SimulatorError(f"the simulator answered HTTP {status}")
-    return [str(item.get("text", "")) for item in body if isinstance(item, dict)]
+    return [
+        str(item.get("text", "")) for item in body
+        if isinstance(item, dict) and "0x0501" not in (item.get("tlvs") or {})
+    ]
 
 
 @dataclass(frozen=True)
