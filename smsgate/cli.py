@@ -162,16 +162,33 @@ async def cmd_simulator(config: Config) -> int:
     return 0
 
 
-async def cmd_sms(config: Config, who: str, text: str, wait: float) -> int:
+def _resident_number(who: str) -> str | None:
+    """The E.164 form of a number typed on the command line; None (and a message) if it is not one."""
     from smsgate import phone
-    from smsgate.simclient import SimulatorError, send_sms
 
     try:
-        number = phone.normalise(who)
+        return phone.normalise(who)
     except phone.BadPhone:
         print(f"not a Russian phone number: {who}", file=sys.stderr)
+        return None
+
+
+def _control_url(config: Config) -> str:
+    return f"http://{config.simulator.control_host}:{config.simulator.control_port}"
+
+
+def _show(text: str) -> None:
+    """A message as the resident's phone shows it: indented continuation lines."""
+    print("< " + text.replace("\n", "\n  "))
+
+
+async def cmd_sms(config: Config, who: str, text: str, wait: float) -> int:
+    from smsgate.simclient import SimulatorError, send_sms
+
+    number = _resident_number(who)
+    if number is None:
         return 2
-    url = f"http://{config.simulator.control_host}:{config.simulator.control_port}"
+    url = _control_url(config)
     print(f"{number} > {text}")
     try:
         replies = await send_sms(url, number, text, wait=wait)
@@ -181,26 +198,22 @@ async def cmd_sms(config: Config, who: str, text: str, wait: float) -> int:
     if not replies:
         print("(no reply)")
     for reply in replies:
-        print("< " + reply.replace("\n", "\n  "))
+        _show(reply)
     return 0
 
 
 async def cmd_ussd(config: Config, who: str) -> int:
     """A USSD session in the terminal: type digits, see screens; Ctrl+D aborts it."""
-    from smsgate import phone
     from smsgate.simclient import SimulatorError, ussd_session
 
-    try:
-        number = phone.normalise(who)
-    except phone.BadPhone:
-        print(f"not a Russian phone number: {who}", file=sys.stderr)
+    number = _resident_number(who)
+    if number is None:
         return 2
-    url = f"http://{config.simulator.control_host}:{config.simulator.control_port}"
+    url = _control_url(config)
     dial = f"*{config.smsc.source_addr}#"
     print(f"{number} > {dial}")
     try:
-        await ussd_session(url, number, dial, config.ussd, _ask,
-                           lambda screen: print("< " + screen.replace("\n", "\n  ")))
+        await ussd_session(url, number, dial, config.ussd, _ask, _show)
     except SimulatorError as exc:
         print(f"cannot reach the simulator at {url}: {exc}\nIs `make run` running?", file=sys.stderr)
         return 1
@@ -225,15 +238,12 @@ async def _ask(prompt: str) -> str | None:
 
 async def cmd_phone(config: Config, who: str, last: int) -> int:
     """A resident's phone screen: e.g. the password the website sent while registering."""
-    from smsgate import phone
     from smsgate.simclient import SimulatorError, sent_to
 
-    try:
-        number = phone.normalise(who)
-    except phone.BadPhone:
-        print(f"not a Russian phone number: {who}", file=sys.stderr)
+    number = _resident_number(who)
+    if number is None:
         return 2
-    url = f"http://{config.simulator.control_host}:{config.simulator.control_port}"
+    url = _control_url(config)
     try:
         messages = await sent_to(url, number)
     except SimulatorError as exc:
@@ -242,7 +252,7 @@ async def cmd_phone(config: Config, who: str, last: int) -> int:
     if not messages:
         print(f"{number}: no messages")
     for text in messages[-last:]:
-        print("< " + text.replace("\n", "\n  "))
+        _show(text)
     return 0
 
 
