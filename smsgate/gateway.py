@@ -191,8 +191,9 @@ class Gateway:
         since = at - self.config.limits.redelivery_window_seconds
         # A receipt can overtake the group commit of its submit_sm_resp: write those first.
         pending = self._take_results() if receipts else None
+        repeated: list[int] = []  # stored texts this batch repeats (redeliveries)
         try:
-            ids = await self._write_inbound(texts, parts, receipts, pending, at, since)
+            ids = await self._write_inbound(texts, parts, receipts, pending, at, since, repeated)
         except BaseException:
             if pending is not None:
                 self._restore_results(pending)  # not written: the next commit takes them
@@ -214,7 +215,7 @@ class Gateway:
                 ))
             else:
                 log.warning("pdu_kept_unanswerable", extra={"inbox_id": item_id})
-        fresh = [item_id for item_id in ids if item_id is not None]
+        fresh = [item_id for item_id in ids if item_id is not None] + repeated
         if fresh:
             # Acknowledged as soon as the sink returns; recorded in the next transaction.
             asyncio.get_running_loop().call_soon(self._note_acked, fresh)
@@ -222,6 +223,7 @@ class Gateway:
     async def _write_inbound(
         self, texts: list[messages.NewInbound], parts: list[pdu.ShortMessage],
         receipts: list[pdu.ShortMessage], pending: _Pending | None, at: float, since: float,
+        repeated: list[int],
     ) -> list[int | None]:
         parsed = [pdu.parse_receipt(message) for message in receipts]
         new_receipts = [messages.NewReceipt(receipt.message_id, receipt.stat, receipt.err, message.text)
@@ -240,7 +242,7 @@ class Gateway:
                 )
                 if whole is not None:
                     texts.append(self._new_inbound(part, "".join(whole), at))
-            ids = messages.store_inbound_sync(db, texts, since)
+            ids = messages.store_inbound_sync(db, texts, since, repeated)
             receipt_ids = messages.store_receipts_sync(db, new_receipts, at)
             matched = messages.match_receipts_sync(db, [
                 messages.ReceiptMatch(receipt_id, key_set, receipt.stat, receipt.err, at)

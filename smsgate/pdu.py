@@ -1,8 +1,10 @@
 """SMPP 3.4 PDUs on the wire, and every workaround for aiosmpplib 0.7.4 in one place.
 
-aiosmpplib builds our outgoing PDUs (bind, submit_sm, responses, enquire_link, unbind) and gives us
-its GSM 03.38 and UCS-2 codecs. Where it mishandles what the network sends, this module does the
-work itself; each case is pinned by a test of real PDU bytes in tests/test_pdu.py:
+aiosmpplib builds our rarer outgoing PDUs (bind, enquire_link, unbind, submit_sm_resp) and gives us
+its GSM 03.38 and UCS-2 codecs; submit_sm, deliver_sm and deliver_sm_resp, sent for every message,
+are written here field by field, byte for byte as the library writes them (tests/test_pdu.py), at a
+fraction of its cost. Where it mishandles what the network sends, this module does the work
+itself; each case is pinned by a test of real PDU bytes in tests/test_pdu.py:
 
 - header: SmppCommand()/SmppCommandStatus() raise on unknown ids or vendor status codes, which
   would end the session; `parse_header` keeps them as plain integers.
@@ -320,9 +322,16 @@ class Receipt:
     message_id: str
     stat: str
     err: str
-    submit_date: datetime | None
-    done_date: datetime | None
     fields: dict[str, str]
+
+    # Read when asked: the gateway never needs them, and parsing them cost a third of a receipt.
+    @property
+    def submit_date(self) -> datetime | None:
+        return _receipt_date(self.fields.get("submit date", ""))
+
+    @property
+    def done_date(self) -> datetime | None:
+        return _receipt_date(self.fields.get("done date", ""))
 
 
 _RECEIPT_NAMES = r"id|sub|dlvrd|submit date|done date|stat|err|text"
@@ -361,14 +370,7 @@ def parse_receipt(message: ShortMessage) -> Receipt:
     tlv_error = message.tlvs.get(TAG_NETWORK_ERROR_CODE)
     if tlv_error and not err:
         err = tlv_error.hex()
-    return Receipt(
-        message_id=message_id,
-        stat=stat,
-        err=err,
-        submit_date=_receipt_date(fields.get("submit date", "")),
-        done_date=_receipt_date(fields.get("done date", "")),
-        fields=fields,
-    )
+    return Receipt(message_id=message_id, stat=stat, err=err, fields=fields)
 
 
 def normalise_message_id(message_id: str) -> set[str]:

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -86,6 +87,43 @@ async def in_thread(
     return await db._execute(work, db._conn, *args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
 
 
+# How long a write waits for another process (an import) to finish writing, like busy_timeout.
+BUSY_SECONDS = 5.0
+CHECKPOINT_SECONDS = 0.25
+READ_CACHE_KIB = 32 * 1024
+
+_Group = list[tuple[Callable[[sqlite3.Connection], object], "asyncio.Future[object]"]]
+
+
+def _run_group(connection: sqlite3.Connection, group: _Group) -> list[tuple[bool, object]]:
+    """Each work of a group inside the open transaction, in a savepoint of its own."""
+    if len(group) == 1:
+        return [(True, group[0][0](connection))]
+    outcomes: list[tuple[bool, object]] = []
+    for work, _future in group:
+        connection.execute("SAVEPOINT work")
+        try:
+            outcomes.append((True, work(connection)))
+        except Exception as exc:
+            connection.execute("ROLLBACK TO work")
+            outcomes.append((False, exc))
+        connection.execute("RELEASE work")
+    return outcomes
+
+
+def _transaction(connection: sqlite3.Connection, group: _Group) -> list[tuple[bool, object]]:
+    """A whole group in aiosqlite's thread (a store without a file of its own)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes = _run_group(connection, group)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
 class Store:
     """The connection plus a lock: every write happens inside `tx()`, one transaction at a time.
 
@@ -93,18 +131,24 @@ class Store:
     coroutine would land inside another's open transaction.
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: str, synchronous: str = "FULL") -> None:
         self.db = db
         self.path = path
+        self.synchronous = synchronous
         self._lock = asyncio.Lock()
         self._maybe_open = False
-        self._writes: list[tuple[Callable[[sqlite3.Connection], object], asyncio.Future[object]]] = []
+        self._writes: _Group = []
         self._reader: sqlite3.Connection | None = None
         self._reader_tried = False
+        self._writer: sqlite3.Connection | None = None
+        self._writer_tried = False
+        self._committer: ThreadPoolExecutor | None = None
+        self._writing: asyncio.Future[None] | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "FULL") -> Store:
-        return cls(await connect(path, synchronous), str(path))
+        return cls(await connect(path, synchronous), str(path), synchronous)
 
     @contextlib.asynccontextmanager
     async def tx(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -132,13 +176,18 @@ class Store:
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
-        """Run work(connection, ...) in a write transaction, in the database thread; its result.
+        """Run work(connection, ...) in a write transaction; its result, once committed.
 
         Group commit: writes that come while a transaction is under way wait for it, then all go
         in the next transaction together, each in a savepoint of its own (one that raises is
         rolled back alone and its caller gets the exception). So the gateway's writers (inbound
-        texts, replies, submit results) share one trip to the thread and one fsync instead of
-        queueing for the lock one by one. Every caller returns after COMMIT.
+        texts, replies, submit results) share one transaction and one fsync.
+
+        The statements run right here, on a connection of the store's own, and only COMMIT (the
+        fsync) runs in a thread: work is a few hundred microseconds of indexed writes, cheaper
+        than a trip to aiosqlite's thread for every group, and a second thread busy with Python
+        would fight the event loop for the GIL. Nothing slow belongs in work. A store without a
+        file of its own (":memory:") writes in aiosqlite's thread instead.
 
         A caller cancelled meanwhile cannot know whether its work was committed.
         """
@@ -147,44 +196,28 @@ class Store:
 
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._writes.append((bound, future))
-        async with self._lock:
-            if not future.done():
+        if self._writing is None or self._writing.done():
+            # A task of its own, so that no caller's cancellation can cut a group in half.
+            self._writing = asyncio.ensure_future(self._write_groups())
+        return await future  # type: ignore[return-value]
+
+    async def _write_groups(self) -> None:
+        while self._writes:
+            async with self._lock:
                 group, self._writes = self._writes, []
                 if self._maybe_open:
                     with contextlib.suppress(sqlite3.OperationalError):
                         await self.db.execute("ROLLBACK")
                     self._maybe_open = False
-                # Shielded: the group finishes (and its callers hear of it) even if this caller,
-                # which happened to run it, is cancelled.
-                await asyncio.shield(asyncio.ensure_future(self._commit_group(group)))
-        return await future  # type: ignore[return-value]
+                await self._commit_group(group)
 
-    async def _commit_group(self, group: list[tuple[Callable[[sqlite3.Connection], object],
-                                                    asyncio.Future[object]]]) -> None:
-        def transaction(connection: sqlite3.Connection) -> list[tuple[bool, object]]:
-            outcomes: list[tuple[bool, object]] = []
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                for work, _future in group:
-                    if len(group) == 1:
-                        outcomes.append((True, work(connection)))
-                        continue
-                    connection.execute("SAVEPOINT work")
-                    try:
-                        outcomes.append((True, work(connection)))
-                    except Exception as exc:
-                        connection.execute("ROLLBACK TO work")
-                        outcomes.append((False, exc))
-                    connection.execute("RELEASE work")
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            return outcomes
-
+    async def _commit_group(self, group: _Group) -> None:
         try:
-            outcomes = await in_thread(self.db, transaction)
+            writer = self._write_connection()
+            if writer is None:
+                outcomes = await in_thread(self.db, _transaction, group)
+            else:
+                outcomes = await self._transaction_here(writer, group)
         except BaseException as exc:
             for _work, future in group:
                 if future.done():
@@ -204,6 +237,85 @@ class Store:
             else:
                 assert isinstance(value, BaseException)
                 future.set_exception(value)
+
+    async def _transaction_here(
+        self, writer: sqlite3.Connection, group: _Group
+    ) -> list[tuple[bool, object]]:
+        await self._begin(writer)
+        try:
+            outcomes = _run_group(writer, group)
+            assert self._committer is not None
+            commit = asyncio.get_running_loop().run_in_executor(
+                self._committer, writer.execute, "COMMIT"
+            )
+            try:
+                await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                await asyncio.wait([commit])  # never touch the connection while COMMIT runs
+                raise
+        except BaseException:
+            if writer.in_transaction:
+                writer.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    @staticmethod
+    async def _begin(writer: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, waiting without blocking the loop while another process writes."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                writer.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.005)
+
+    def _write_connection(self) -> sqlite3.Connection | None:
+        if self._writer is None and not self._writer_tried:
+            self._writer_tried = True
+            if self._has_file():
+                writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                writer.row_factory = sqlite3.Row
+                writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+                writer.execute("PRAGMA foreign_keys = ON")
+                writer.execute("PRAGMA busy_timeout = 0")  # _begin waits, the loop does not
+                # SQLite's automatic checkpoint runs inside the COMMIT that crosses 1000 pages of
+                # WAL, holding up every write meanwhile (tens of milliseconds of copying and
+                # fsync). _checkpoints does that copying in a thread of its own without the
+                # write lock, so the automatic one finds little left; it stays, because only a
+                # checkpoint that no write can overtake lets the WAL start over from its beginning.
+                self._checkpointing = asyncio.ensure_future(self._checkpoints())
+                self._writer = writer
+                # COMMIT runs here, one at a time; the store's lock keeps the loop off the
+                # connection meanwhile.
+                self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        return self._writer
+
+    async def _checkpoints(self) -> None:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(CHECKPOINT_SECONDS)
+                checkpoint = loop.run_in_executor(
+                    executor, connection.execute, "PRAGMA wal_checkpoint(PASSIVE)"
+                )
+                try:
+                    await asyncio.shield(checkpoint)
+                except asyncio.CancelledError:
+                    await asyncio.wait([checkpoint])  # the connection is closed only after it
+                    raise
+                except sqlite3.Error:
+                    pass  # busy or failed: the next one copies what this one did not
+        finally:
+            executor.shutdown()
+            connection.close()
+
+    def _has_file(self) -> bool:
+        return bool(self.path) and self.path != ":memory:" and not self.path.startswith("file:")
 
     async def read(
         self,
@@ -226,16 +338,33 @@ class Store:
     def _read_connection(self) -> sqlite3.Connection | None:
         if self._reader is None and not self._reader_tried:
             self._reader_tried = True
-            if self.path and self.path != ":memory:" and not self.path.startswith("file:"):
+            if self._has_file():
                 uri = Path(self.path).resolve().as_uri() + "?mode=ro"
                 with contextlib.suppress(sqlite3.Error):
                     reader = sqlite3.connect(uri, uri=True, isolation_level=None)
                     reader.row_factory = sqlite3.Row
                     reader.execute("PRAGMA busy_timeout = 1000")
+                    # Reference data (residents, accounts, charges) read for every БАЛАНС: a page
+                    # cache of its own keeps a big store's hot pages here, not behind a read().
+                    reader.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
                     self._reader = reader
         return self._reader
 
     async def close(self) -> None:
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await self._writing
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointing
+        async with self._lock:  # no group is half way through
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            if self._committer is not None:
+                self._committer.shutdown()
+                self._committer = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -50,7 +50,9 @@ class NewInbound:
 async def store_inbound(
     db: aiosqlite.Connection, items: Sequence[NewInbound], redelivery_since: float
 ) -> list[int | None]:
-    """Store texts; a text that repeats one stored but never acknowledged is a redelivery: None."""
+    """Store texts (inside a write transaction); a text that repeats one stored but never
+    acknowledged is a redelivery: None.
+    """
     return await in_thread(db, store_inbound_sync, items, redelivery_since)
 
 
@@ -59,41 +61,63 @@ async def store_inbound(
 
 
 def store_inbound_sync(
-    db: sqlite3.Connection, items: Sequence[NewInbound], redelivery_since: float
+    db: sqlite3.Connection, items: Sequence[NewInbound], redelivery_since: float,
+    repeated: list[int] | None = None,
 ) -> list[int | None]:
-    """`store_inbound`. A text repeating an earlier one of the same batch counts as its
-    redelivery too; one query looks for repeats and one statement inserts the rest.
+    """`store_inbound`, inside a write transaction. A text repeating an earlier one of the same
+    batch counts as its redelivery too. One query looks for repeats (in the index of unacknowledged
+    texts only: a phone's history does not count) and one prepared insert writes the rest.
+
+    A stored text that a batch repeats is answered with it, so only that one repeat counts as its
+    redelivery: the ids of such texts go to `repeated` for the caller to mark acknowledged once
+    the batch is, or are marked right away when no list is given.
     """
     digests = [_digest(item) for item in items]
-    unacked: set[tuple[str, str]] = set()
-    for phones in _chunks(sorted({item.phone for item in items}), _MAX_ROWS):
-        marks = ",".join("?" * len(phones))
+    # (phone, hash) of texts stored and not acknowledged, with the id of the stored row when it
+    # is from before this batch.
+    unacked: dict[tuple[str, str], int | None] = {}
+    for marks, phones in _in_lists(sorted({item.phone for item in items})):
         rows = db.execute(
-            f"SELECT phone, text_hash FROM inbox WHERE acked = 0 AND phone IN ({marks})"
-            " AND received_at > ?", (*phones, redelivery_since),
+            "SELECT phone, text_hash, received_at, id FROM inbox INDEXED BY inbox_unacked"
+            f" WHERE acked = 0 AND phone IN ({marks})", phones,
         ).fetchall()
-        unacked.update((row[0], row[1]) for row in rows)
-    fresh: list[tuple[NewInbound, str]] = []
-    for item, digest in zip(items, digests, strict=True):
-        if (item.phone, digest) not in unacked:
-            unacked.add((item.phone, digest))
-            fresh.append((item, digest))
-    stored: dict[tuple[str, str], int] = {}
-    for chunk in _chunks(fresh, _MAX_ROWS):
-        rows = db.execute(
-            "INSERT INTO inbox (phone, text, data_coding, raw, channel, received_at, text_hash, extra)"
-            f" VALUES {','.join(['(?, ?, ?, ?, ?, ?, ?, ?)'] * len(chunk))}"
-            " RETURNING id, phone, text_hash",
-            [value for item, digest in chunk for value in (
-                item.phone, item.text, item.data_coding, item.raw, item.channel, item.received_at,
-                digest, item.extra)],
-        ).fetchall()
-        # RETURNING promises no order: rows are matched back by (phone, hash), unique in `fresh`.
-        stored.update(((row[1], row[2]), int(row[0])) for row in rows)
+        unacked.update(((row[0], row[1]), int(row[3])) for row in rows if row[2] > redelivery_since)
     ids: list[int | None] = []
+    rows_to_insert: list[tuple[object, ...]] = []
+    redelivered: list[int] = []
+    next_id = _next_id(db, "inbox")
     for item, digest in zip(items, digests, strict=True):
-        ids.append(stored.pop((item.phone, digest), None))
+        if (item.phone, digest) in unacked:
+            ids.append(None)
+            earlier = unacked[item.phone, digest]
+            if earlier is not None:
+                redelivered.append(earlier)
+                unacked[item.phone, digest] = None
+            continue
+        unacked[item.phone, digest] = None
+        ids.append(next_id)
+        rows_to_insert.append((next_id, item.phone, item.text, item.data_coding, item.raw,
+                               item.channel, item.received_at, digest, item.extra))
+        next_id += 1
+    db.executemany(
+        "INSERT INTO inbox (id, phone, text, data_coding, raw, channel, received_at, text_hash, extra)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows_to_insert,
+    )
+    if repeated is None:
+        mark_acked_sync(db, redelivered)
+    else:
+        repeated += redelivered
     return ids
+
+
+def _next_id(db: sqlite3.Connection, table: str) -> int:
+    """The id SQLite would give the next row (inside a write transaction nobody else takes it).
+
+    Ids are given here so that one prepared statement inserts a whole batch: a multi-row INSERT
+    ... RETURNING is new SQL for every batch size, compiled each time, and returns rows in no
+    promised order.
+    """
+    return int(db.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
 
 
 def _digest(item: NewInbound) -> str:
@@ -105,14 +129,25 @@ def _digest(item: NewInbound) -> str:
     return text_hash(item.phone, item.text, item.raw)
 
 
-# Rows (or values in an IN list) per statement: far below SQLite's limit of 32,766 parameters.
+# Values in an IN list per statement: far below SQLite's limit of 32,766 parameters.
 _MAX_ROWS = 500
+# IN lists are padded to one of these lengths (repeating a value), so that a handful of
+# statements serve every batch size and stay in sqlite3's cache of prepared statements.
+_IN_SIZES = (8, 64, _MAX_ROWS)
 _T = TypeVar("_T")
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _in_lists(values: Sequence[_T]) -> Iterator[tuple[str, tuple[_T, ...]]]:
+    """("?,?,...", values) for `IN (...)`, in chunks padded to one of _IN_SIZES."""
+    for chunk in _chunks(values, _MAX_ROWS):
+        size = next(size for size in _IN_SIZES if size >= len(chunk))
+        padded = (*chunk, *[chunk[-1]] * (size - len(chunk)))
+        yield ",".join("?" * size), padded
 
 
 async def mark_acked(db: aiosqlite.Connection, ids: Iterable[int]) -> None:
@@ -138,11 +173,10 @@ async def pending_inbound(db: aiosqlite.Connection, limit: int = 1000) -> list[I
 
 async def get_inbound(db: aiosqlite.Connection, ids: Sequence[int]) -> list[Inbound]:
     found: list[Inbound] = []
-    for chunk in _chunks(ids, _MAX_ROWS):
-        marks = ",".join("?" * len(chunk))
+    for marks, chunk in _in_lists(ids):
         rows = await db.execute_fetchall(
             "SELECT id, phone, text, data_coding, raw, channel, received_at, extra FROM inbox"
-            f" WHERE id IN ({marks}) AND state = 'new' ORDER BY id", tuple(chunk),
+            f" WHERE id IN ({marks}) AND state = 'new' ORDER BY id", chunk,
         )
         found += [Inbound(*row) for row in rows]
     return found
@@ -215,9 +249,8 @@ class NewOutgoing:
 async def enqueue(
     db: aiosqlite.Connection, items: Sequence[NewOutgoing], now: float
 ) -> list[int]:
-    """Queue texts to send; a request key already queued is not queued twice.
-
-    Returns the ids of the rows inserted, in the order of items; one statement per 500 items.
+    """Queue texts to send (inside a write transaction); a request key already queued is not
+    queued twice. Returns the ids of the rows inserted, in the order of items.
     """
     return await in_thread(db, enqueue_sync, items, now)
 
@@ -229,22 +262,24 @@ def enqueue_sync(db: sqlite3.Connection, items: Sequence[NewOutgoing], now: floa
 def enqueue_rows_sync(
     db: sqlite3.Connection, items: Sequence[NewOutgoing], now: float
 ) -> list[tuple[int, NewOutgoing]]:
-    """`enqueue`, with each id next to the item it was given to."""
-    inserted: dict[str, int] = {}
-    for chunk in _chunks(items, _MAX_ROWS):
-        rows = db.execute(
-            "INSERT OR IGNORE INTO outbox (request_key, phone, text, kind, parts, created_at, extra)"
-            f" VALUES {','.join(['(?, ?, ?, ?, ?, ?, ?)'] * len(chunk))} RETURNING id, request_key",
-            [value for item in chunk for value in (
-                item.request_key, item.phone, item.text, item.kind, item.parts, now, item.extra)],
-        ).fetchall()
-        inserted.update((row[1], int(row[0])) for row in rows)
-    # RETURNING promises no order: ids are put back in the order of items.
+    """`enqueue`, inside a write transaction, with each id next to the item it was given to."""
+    taken: set[str] = set()
+    for marks, keys in _in_lists([item.request_key for item in items]):
+        rows = db.execute(f"SELECT request_key FROM outbox WHERE request_key IN ({marks})", keys)
+        taken.update(row[0] for row in rows)
     queued: list[tuple[int, NewOutgoing]] = []
+    next_id = _next_id(db, "outbox")
     for item in items:
-        found = inserted.pop(item.request_key, None)
-        if found is not None:
-            queued.append((found, item))
+        if item.request_key not in taken:
+            taken.add(item.request_key)
+            queued.append((next_id, item))
+            next_id += 1
+    db.executemany(
+        "INSERT INTO outbox (id, request_key, phone, text, kind, parts, created_at, extra)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(outbox_id, item.request_key, item.phone, item.text, item.kind, item.parts, now, item.extra)
+         for outbox_id, item in queued],
+    )
     return queued
 
 
@@ -258,11 +293,10 @@ async def queued(db: aiosqlite.Connection, after_id: int = 0, limit: int = 1000)
 
 async def get_outgoing(db: aiosqlite.Connection, ids: Sequence[int]) -> list[Outgoing]:
     found: list[Outgoing] = []
-    for chunk in _chunks(ids, _MAX_ROWS):
-        marks = ",".join("?" * len(chunk))
+    for marks, chunk in _in_lists(ids):
         rows = await db.execute_fetchall(
             "SELECT id, phone, text, kind, extra, created_at FROM outbox"
-            f" WHERE id IN ({marks}) AND state = 'queued' ORDER BY id", tuple(chunk),
+            f" WHERE id IN ({marks}) AND state = 'queued' ORDER BY id", chunk,
         )
         found += [Outgoing(*row) for row in rows]
     return found
@@ -344,9 +378,7 @@ async def store_receipts(
 def store_receipts_sync(db: sqlite3.Connection, receipts: Sequence[NewReceipt], at: float) -> list[int]:
     if not receipts:
         return []
-    # Ids are given here, not by RETURNING (whose order SQLite does not promise): the write
-    # transaction holds the only write lock, so nothing else takes these ids meanwhile.
-    first = int(db.execute("SELECT coalesce(max(id), 0) FROM receipts").fetchone()[0]) + 1
+    first = _next_id(db, "receipts")
     ids = list(range(first, first + len(receipts)))
     db.executemany(
         "INSERT INTO receipts (id, smsc_id, stat, err, body, received_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -387,11 +419,9 @@ def match_receipts_sync(db: sqlite3.Connection, receipts: Sequence[ReceiptMatch]
     key_lists = [sorted(set(receipt.keys)) for receipt in receipts]
     # Of the parts a key names, the newest message wins (an SMSC may reuse ids after a while).
     best: dict[str, tuple[int, int]] = {}
-    for chunk in _chunks(sorted({key for keys in key_lists for key in keys}), _MAX_ROWS):
-        marks = ",".join("?" * len(chunk))
+    for marks, chunk in _in_lists(sorted({key for keys in key_lists for key in keys})):
         rows = db.execute(
-            f"SELECT smsc_key, outbox_id, part_no FROM part_keys WHERE smsc_key IN ({marks})",
-            tuple(chunk),
+            f"SELECT smsc_key, outbox_id, part_no FROM part_keys WHERE smsc_key IN ({marks})", chunk
         ).fetchall()
         for row in rows:
             found = (int(row[1]), int(row[2]))
@@ -421,13 +451,12 @@ def match_receipts_sync(db: sqlite3.Connection, receipts: Sequence[ReceiptMatch]
         "UPDATE outbox_parts SET state = ?, done_at = ? WHERE outbox_id = ? AND part_no = ?", finals
     )
     done: list[tuple[str, float, str, int]] = []
-    for outbox_ids in _chunks(sorted(last), _MAX_ROWS):
-        marks = ",".join("?" * len(outbox_ids))
+    for marks, outbox_ids in _in_lists(sorted(last)):
         rows = db.execute(
             "SELECT o.id, o.parts, count(p.part_no), coalesce(sum(p.state = 'delivered'), 0),"
             " coalesce(max(p.state = 'expired'), 0) FROM outbox AS o LEFT JOIN outbox_parts AS p"
             f" ON p.outbox_id = o.id AND p.state != 'submitted' WHERE o.id IN ({marks})"
-            " GROUP BY o.id", tuple(outbox_ids),
+            " GROUP BY o.id", outbox_ids,
         ).fetchall()
         for row in rows:
             outbox_id, parts, final, delivered, expired = (int(value) for value in row)
@@ -449,10 +478,9 @@ async def recorded_parts(db: aiosqlite.Connection, outbox_id: int) -> set[int]:
 async def recorded_parts_of(db: aiosqlite.Connection, outbox_ids: Sequence[int]) -> dict[int, set[int]]:
     """Parts the SMSC accepted already, per message (only messages with some are keys)."""
     found: dict[int, set[int]] = {}
-    for chunk in _chunks(outbox_ids, _MAX_ROWS):
-        marks = ",".join("?" * len(chunk))
+    for marks, chunk in _in_lists(outbox_ids):
         rows = await db.execute_fetchall(
-            f"SELECT outbox_id, part_no FROM outbox_parts WHERE outbox_id IN ({marks})", tuple(chunk)
+            f"SELECT outbox_id, part_no FROM outbox_parts WHERE outbox_id IN ({marks})", chunk
         )
         for row in rows:
             found.setdefault(int(row[0]), set()).add(int(row[1]))

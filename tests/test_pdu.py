@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import struct
+from datetime import datetime
+from typing import Any
 
 import pytest
-from aiosmpplib import DeliverSm, SmppMessage, SubmitSm
+from aiosmpplib import NPI, TON, DeliverSm, DeliverSmResp, SmppMessage, SubmitSm
+from aiosmpplib.codec import GSM7BitCodec
 from aiosmpplib.state import PhoneNumber
 
 from smsgate import pdu
@@ -214,3 +217,80 @@ def test_a_ussd_screen_is_one_short_message_never_split() -> None:
                               tlvs=pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x02"))
     back = pdu.decode_sm(raw)
     assert back.text == screen and back.concat is None and not back.esm_class & pdu.UDHI
+
+
+def library_submit_sm(
+    sequence: int, source: tuple[str, int, int], destination: tuple[str, int, int],
+    data_coding: int, user_data: bytes, *, udh: bool = False, registered_delivery: int = 1,
+    tlvs: bytes = b"", command: type[SubmitSm] = SubmitSm, esm_class: int = 0,
+) -> bytes:
+    """How pdu.build_submit_sm built PDUs through aiosmpplib before it wrote them itself."""
+    message = command(
+        sequence_num=sequence, short_message="-",
+        source=PhoneNumber(source[0], TON(source[1]), NPI(source[2])),
+        destination=PhoneNumber(destination[0], TON(destination[1]), NPI(destination[2])),
+        esm_class=esm_class or (pdu.UDHI if udh else 0), registered_delivery=registered_delivery,
+        encoding="ucs2" if data_coding == 8 else None, auto_message_payload=False,
+    )
+    message.set_encoded_message(user_data or b"\x00")
+    raw = bytes(message.pdu())
+    index = 16
+    for skip in (0, 2, 2):  # service_type; TON, NPI and source; TON, NPI and destination
+        index = raw.index(b"\x00", index + skip) + 1
+    index = raw.index(b"\x00", index + 3) + 1  # esm_class, protocol_id, priority; schedule time
+    offset = raw.index(b"\x00", index) + 1 + 2  # validity period; registered_delivery, replace
+    raw = raw[:offset] + bytes([data_coding]) + raw[offset + 1 :]  # the library names 0 and 8 only
+    if not user_data:  # it re-encodes its placeholder when given nothing: one octet, cut out
+        raw = raw[: offset + 2] + b"\x00" + raw[offset + 4 :]
+    raw += tlvs
+    return struct.pack("!I", len(raw)) + raw[4:]
+
+
+@pytest.mark.parametrize(("coding", "data", "options"), [
+    (8, "Долг на 22.11".encode("utf-16-be"), {}),
+    (0, b"Hello", {"registered_delivery": 0}),
+    (0, b"", {}),
+    (0xF4, b"\x01\x02", {}),
+    (8, bytes([5, 0, 3, 7, 2, 1]) + "Долг".encode("utf-16-be"), {"udh": True}),
+    (0, b"x" * 254, {"tlvs": pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x11")}),
+])
+def test_submit_sm_written_by_hand_is_the_librarys(
+    coding: int, data: bytes, options: dict[str, Any]
+) -> None:
+    # Built field by field for speed: the bytes must stay what aiosmpplib writes.
+    for sequence in (1, 0x7FFFFFFF):
+        ours = pdu.build_submit_sm(sequence, ("7377", 3, 0), ("79031234567", 1, 1), coding, data,
+                                   **options)
+        assert ours == library_submit_sm(sequence, ("7377", 3, 0), ("79031234567", 1, 1), coding,
+                                         data, **options)
+
+
+def test_deliver_sm_and_its_response_written_by_hand_are_the_librarys() -> None:
+    for esm_class, data in ((0, "Баланс".encode("utf-16-be")), (0x04, b"id:1 stat:DELIVRD")):
+        ours = pdu.build_deliver_sm(3, ("79031234567", 1, 1), ("7377", 3, 0), 8 if esm_class == 0
+                                    else 0, data, esm_class=esm_class)
+        theirs = library_submit_sm(3, ("79031234567", 1, 1), ("7377", 3, 0), 8 if esm_class == 0
+                                   else 0, data, registered_delivery=0, command=DeliverSm,
+                                   esm_class=esm_class)
+        assert ours == theirs
+    assert pdu.deliver_sm_resp(42) == bytes(DeliverSmResp(sequence_num=42).pdu())
+    with pytest.raises(ValueError):
+        pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 0, b"x" * 255)
+    with pytest.raises(ValueError):
+        pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 9, 1), 0, b"x")
+
+
+def test_gsm_text_read_as_ascii_where_the_alphabets_agree() -> None:
+    codec = GSM7BitCodec()
+    for octet in range(0x80):
+        if pdu._GSM_AS_ASCII.fullmatch(bytes([octet])):
+            assert codec.decode(bytes([octet]), "replace")[0] == chr(octet)
+    assert pdu.decode_text(0, b"@$_")[0] == codec.decode(b"@$_", "replace")[0]  # not ASCII there
+
+
+def test_receipt_dates_read_as_strptime_read_them() -> None:
+    for digits in ("2611220807", "261122080745", "9912312359", "6801010000", "6901010000"):
+        pattern = "%y%m%d%H%M%S" if len(digits) == 12 else "%y%m%d%H%M"
+        assert pdu._receipt_date(digits) == datetime.strptime(digits, pattern)
+    assert pdu._receipt_date("2613010101") is None
+    assert pdu._receipt_date("26112208") is None

@@ -1,0 +1,808 @@
+"""`make bench`: the gateway against the raw SMPP link, measured in one run; writes BENCHMARKS.md.
+
+The gateway runs as `smsgate run` in a process of its own; the SMSC (`smsgate.loadgen.LoadSmsc`)
+and the load run in this one, so on two cores each side has one. The raw link is the echo ESME
+from `smsgate.loadgen` (also a process of its own) bound to an SMSC of its own in this process:
+gateway and echo stay bound all along and their rounds alternate, so both see the same machine.
+
+`python -m smsgate.bench --quick` runs every scenario at small sizes in well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import pstats
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smsgate.loadgen import LoadSmsc, RunResult, Text
+
+# The texts residents send: the command to measure, and the slow one mixed in.
+TEXTS = {"balance": "Баланс", "password": "Пароль"}
+PERIOD_MONTHS = 2
+
+
+@dataclass(frozen=True)
+class Sizes:
+    accounts: int = 100_000
+    phones: int = 10_000
+    texts: int = 20_000
+    warmup: int = 2_000
+    rate: float = 500.0
+    rate_seconds: float = 10.0
+    mixed_texts: int = 10_000
+    password_share: float = 0.05
+    growth_small: int = 10_000
+    growth_large: int = 1_000_000
+    import_rows: int = 1_000_000
+    memory_texts: int = 100_000
+    profile_texts: int = 10_000
+    repeats: int = 3
+
+
+QUICK = Sizes(accounts=3_000, phones=1_000, texts=2_000, warmup=300, rate_seconds=2.0,
+              mixed_texts=1_000, growth_small=1_000, growth_large=20_000, import_rows=50_000,
+              memory_texts=6_000, repeats=1)
+# Every scenario at toy sizes: proves the tool works (tests/test_bench.py), measures nothing.
+SMOKE = Sizes(accounts=300, phones=100, texts=200, warmup=50, rate=200.0, rate_seconds=0.5,
+              mixed_texts=100, password_share=0.1, growth_small=100, growth_large=1_000,
+              import_rows=2_000, memory_texts=300, repeats=1)
+
+
+# ---- the machine --------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}")
+
+
+# ---- stores -------------------------------------------------------------------------------------
+
+PROVIDERS = (
+    ("Водоканал Барнаула", "water"), ("ТГК-11", "heating"), ('АО "Алтайэнергосбыт"', "electricity"),
+    ("Спецавтохозяйство", "waste"), ('ООО УК "Центральная"', "housing"), ("Фонд капремонта", "repair"),
+    ("Газпром межрегионгаз", "gas"), ("Барнаульская горэлектросеть", "electricity"),
+)
+
+
+def phone_of(index: int) -> str:
+    return f"+7913{index:07d}"
+
+
+def _months(count: int) -> list[str]:
+    month = dt.date.today().replace(day=1)
+    periods = []
+    for _ in range(count):
+        month = (month - dt.timedelta(days=1)).replace(day=1)
+        periods.append(month.strftime("%Y-%m"))
+    return sorted(periods)
+
+
+async def build_store(path: Path, accounts: int, phones: int, charges: bool = True) -> None:
+    """A store of `accounts` accounts with charges and payments, `phones` registered residents.
+
+    Written with executemany in one transaction: the point is the gateway, not the loading.
+    """
+    from smsgate import security
+    from store.db import Store
+
+    store = await Store.open(path, synchronous="OFF")  # the schema, through the migrations
+    await store.close()
+    password_hash = security.ARGON2.hash("bench-password-1")  # one hash for everyone: a benchmark
+    await asyncio.to_thread(_fill_store, path, accounts, phones, charges, password_hash)
+
+
+def _account(index: int) -> str:
+    return str(1_000_000_000 + index)
+
+
+def _fill_store(path: Path, accounts: int, phones: int, charges: bool, password_hash: str) -> None:
+    periods = _months(PERIOD_MONTHS)
+    count = len(PROVIDERS)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO providers (id, name, inn, service_kind) VALUES (?, ?, ?, ?)",
+                       [(101 + i, name, f"22{i:08d}", kind) for i, (name, kind) in enumerate(PROVIDERS)])
+        db.executemany(
+            "INSERT INTO accounts (number, receipt_code, address, holder) VALUES (?, ?, ?, ?)",
+            ((_account(i), f"{i * 7919 % 1_000_000:06d}", f"г. Барнаул, ул. Ленина, д. {i % 300 + 1},"
+              f" кв. {i % 97 + 1}", "") for i in range(accounts)),
+        )
+        if charges:
+
+            def charge_rows() -> Iterator[tuple[str, int, str, str, int]]:
+                for i in range(accounts):
+                    number = _account(i)
+                    for provider in sorted({i % count, (i * 7 + 3) % count}):
+                        for period in periods:
+                            yield number, 101 + provider, PROVIDERS[provider][1], period, \
+                                50_000 + (i * 131 + provider * 977) % 400_000
+
+            db.executemany("INSERT INTO charges (account, provider_id, service, period, amount)"
+                           " VALUES (?, ?, ?, ?, ?)", charge_rows())
+            paid = periods[-1] + "-15"
+            db.executemany(
+                "INSERT INTO payments (account, provider_id, amount, paid_at, channel)"
+                " VALUES (?, ?, ?, ?, ?)",
+                ((_account(i), 101 + i % count, 40_000 + i % 1000, paid, "bank")
+                 for i in range(0, accounts, 4)),
+            )
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        db.executemany(
+            "INSERT INTO residents (id, phone, card_number, password_hash, must_change_password,"
+            " verified_at, reminders, created_at) VALUES (?, ?, ?, ?, 0, ?, 1, ?)",
+            ((i + 1, phone_of(i), str(2_000_000_000 + i), password_hash, now, now)
+             for i in range(phones)),
+        )
+        stride = max(1, accounts // max(phones, 1))
+        db.executemany(
+            "INSERT INTO resident_accounts (resident_id, account, linked_at) VALUES (?, ?, ?)",
+            ((i + 1, _account(i * stride % accounts), now) for i in range(phones)),
+        )
+        db.execute("COMMIT")
+        db.execute("ANALYZE")
+    finally:
+        db.close()
+
+
+# ---- processes ----------------------------------------------------------------------------------
+
+
+def write_config(folder: Path, name: str, smsc_port: int, store: Path) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(
+        f"""
+[smsc]
+port = {smsc_port}
+embedded_simulator = false
+submit_rate = 1000000.0
+window = 100
+reconnect_min = 0.1
+reconnect_max = 1.0
+
+[web]
+port = 0
+
+[operator]
+port = 0
+
+[store]
+path = "{store}"
+
+[log]
+path = "{folder / (name + '.log')}"
+level = "warning"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class Process:
+    """A child process (gateway or echo ESME) we started, and its memory."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
+        self.name = name
+        self.process = process
+
+    @classmethod
+    async def start(cls, name: str, *args: str) -> Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *args, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        return cls(name, process)
+
+    def rss_mib(self) -> float:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 15)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self.process.stderr is not None:
+            error = (await self.process.stderr.read()).decode(errors="replace").strip()
+            if error and self.process.returncode not in (0, -signal.SIGTERM):
+                print(f"{self.name} stderr:\n{error[-2000:]}", file=sys.stderr)
+
+
+@dataclass
+class Link:
+    """An SMSC in this process and the ESME (gateway or echo) bound to it."""
+
+    name: str
+    smsc: LoadSmsc
+    process: Process
+
+    async def run(self, texts: list[Text], rate: float | None = None,
+                  classify: Callable[[str], str] | None = None) -> RunResult:
+        result = await self.smsc.run(texts, rate, classify=classify)
+        if result.refused or result.mismatched:
+            print(f"  {self.name}: {result.refused} refused, {result.mismatched} mismatched"
+                  f" {result.examples}", file=sys.stderr)
+        return result
+
+    async def close(self) -> None:
+        await self.process.stop()
+        await self.smsc.stop()
+
+
+async def start_gateway(folder: Path, name: str, store: Path) -> Link:
+    smsc = LoadSmsc()
+    port = await smsc.start()
+    config = write_config(folder, name, port, store)
+    process = await Process.start(name, "-m", "smsgate", "--config", str(config), "run")
+    await smsc.wait_bound(60)
+    return Link(name, smsc, process)
+
+
+async def start_echo(name: str, parts: int) -> Link:
+    smsc = LoadSmsc()
+    port = await smsc.start()
+    process = await Process.start(name, "-m", "smsgate.loadgen", "echo", "--port", str(port),
+                                  "--parts", str(parts))
+    await smsc.wait_bound(30)
+    return Link(name, smsc, process)
+
+
+# ---- texts --------------------------------------------------------------------------------------
+
+
+def classify(reply: str) -> str:
+    if reply.startswith("Долг на"):
+        return "balance"
+    if reply.startswith("Ваш новый пароль"):
+        return "password"
+    return "other"
+
+
+def any_kind(_reply: str) -> str:
+    return "balance"
+
+
+class Texts:
+    """Texts to send; Пароль goes to a phone not asked before (the limit is 3 an hour)."""
+
+    def __init__(self, phones: int) -> None:
+        self.phones = phones
+        self._offset = 0
+        self._password_phone = phones // 2
+
+    def balance(self, count: int) -> list[Text]:
+        start = self._offset
+        self._offset += count
+        return [Text(phone_of((start + i) % self.phones), "balance", TEXTS["balance"])
+                for i in range(count)]
+
+    def mixed(self, count: int, share: float) -> list[Text]:
+        texts = self.balance(count)
+        every = round(1 / share)
+        for i in range(every // 2, count, every):
+            self._password_phone = (self._password_phone + 1) % self.phones
+            texts[i] = Text(phone_of(self._password_phone), "password", TEXTS["password"])
+        return texts
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """Repeated runs of one scenario; the report shows medians."""
+
+    runs: list[RunResult] = field(default_factory=list)
+
+    def median(self, value: Callable[[RunResult], float]) -> float:
+        return statistics.median(value(run) for run in self.runs) if self.runs else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.median(lambda run: run.replies_per_second)
+
+    def p(self, quantile: float, kind: str | None = None) -> float:
+        return self.median(lambda run: run.percentile(quantile, kind))
+
+    @property
+    def parts_per_reply(self) -> float:
+        return self.median(lambda run: run.parts / run.replies if run.replies else 0.0)
+
+    @property
+    def problems(self) -> int:
+        return sum(run.refused + run.mismatched for run in self.runs)
+
+
+@dataclass
+class Report:
+    sizes: Sizes
+    command: str
+    started: dt.datetime
+    machine: str = ""
+    lines: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # why a target was not met
+    seconds: float = 0.0
+
+    def target(self, measure: str, result: str, target: str, met: bool | None) -> None:
+        self.lines.append((measure, result, target, met))
+        mark = {True: "met", False: "NOT MET", None: ""}[met]
+        print(f"{measure}: {result} (target {target}) {mark}", flush=True)
+
+    def render(self) -> str:
+        met = {True: "yes", False: "**no**", None: "-"}
+        rows = "\n".join(f"| {measure} | {result} | {target} | {met[ok]} |"
+                         for measure, result, target, ok in self.lines)
+        return "\n".join([
+            "# Benchmarks",
+            "",
+            f"Written by `{self.command}` on {self.started:%Y-%m-%d %H:%M} UTC "
+            f"in {self.seconds / 60:.1f} minutes.",
+            "",
+            f"- Machine: {self.machine}.",
+            f"- Each number is the median of {self.sizes.repeats} runs. The gateway (`smsgate run`,"
+            " SQLite with `synchronous = FULL`, log level warning) and the load (a lean SMSC,"
+            " `smsgate/loadgen.py`) run in separate processes, one core each. The raw link is"
+            " the echo ESME from `smsgate/loadgen.py` in a process of its own; its rounds and the"
+            " gateway's alternate in the same run.",
+            "- Latency: from the deliver_sm written by the SMSC to the last part of the reply read by"
+            " the SMSC. The SMSC keeps 100 deliver_sm unanswered at most (texts and receipts) and"
+            " sends a receipt for every part; the gateway and the echo ESME keep 100 submit_sm"
+            " unanswered at most.",
+            "",
+            "| Measure | Result | Target | Met |",
+            "| --- | --- | --- | --- |",
+            rows,
+            "",
+            *(["## Targets not met, and why", "", *[f"{note}\n" for note in self.notes]]
+              if self.notes else []),
+            *self.sections,
+        ]) + "\n"
+
+
+def ms(value: float) -> str:
+    return f"{value:.1f} ms"
+
+
+def describe(series: Series, kind: str | None = None) -> str:
+    return (f"{series.rate:,.0f} replies/s; p50 {ms(series.p(0.5, kind))}, p95 {ms(series.p(0.95, kind))},"
+            f" p99 {ms(series.p(0.99, kind))}")
+
+
+# ---- scenarios ----------------------------------------------------------------------------------
+
+
+async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -> dict[str, Series]:
+    """Pure Баланс at saturation, gateway vs raw; fixed rate; mixed with Пароль."""
+    store = folder / "store-main.db"
+    started = time.monotonic()
+    await build_store(store, sizes.accounts, sizes.phones)
+    build_seconds = time.monotonic() - started
+    gateway = await start_gateway(folder, "gateway", store)
+    series: dict[str, Series] = {name: Series() for name in (
+        "raw", "raw_parts", "gateway", "fixed", "mixed_fixed", "mixed", "raw_fixed")}
+    try:
+        warm = await gateway.run(texts.balance(sizes.warmup), classify=classify)
+        parts = max(1, round(warm.parts / max(1, warm.replies)))
+        raw = await start_echo("echo", 1)
+        raw_parts = await start_echo("echo-parts", parts)
+        try:
+            for link in (raw, raw_parts):
+                await link.run(texts.balance(sizes.warmup), classify=any_kind)
+            for _ in range(sizes.repeats):
+                series["raw"].runs.append(await raw.run(texts.balance(sizes.texts), classify=any_kind))
+                series["gateway"].runs.append(
+                    await gateway.run(texts.balance(sizes.texts), classify=classify))
+                series["raw_parts"].runs.append(
+                    await raw_parts.run(texts.balance(sizes.texts), classify=any_kind))
+            count = int(sizes.rate * sizes.rate_seconds)
+            series["raw_fixed"].runs.append(
+                await raw.run(texts.balance(count), rate=sizes.rate, classify=any_kind))
+        finally:
+            await raw.close()
+            await raw_parts.close()
+        for _ in range(sizes.repeats):
+            series["fixed"].runs.append(
+                await gateway.run(texts.balance(count), rate=sizes.rate, classify=classify))
+            series["mixed_fixed"].runs.append(await gateway.run(
+                texts.mixed(count, sizes.password_share), rate=sizes.rate, classify=classify))
+            series["mixed"].runs.append(await gateway.run(
+                texts.mixed(sizes.mixed_texts, sizes.password_share), classify=classify))
+    finally:
+        await gateway.close()
+
+    g, r, rp = series["gateway"], series["raw"], series["raw_parts"]
+    ratio = g.rate / r.rate if r.rate else 0.0
+    report.target("Баланс at saturation, gateway", describe(g), "-", None)
+    report.target("Raw link (echo ESME, 1-part replies)", describe(r), "-", None)
+    report.target("Ratio gateway / raw link", f"{ratio:.2f}", ">= 0.6", ratio >= 0.6)
+    report.target(f"Raw link with {parts}-part replies, as the gateway's",
+                  describe(rp) + f"; gateway / this = {g.rate / rp.rate if rp.rate else 0:.2f}",
+                  "-", None)
+    fixed = series["fixed"]
+    report.target(f"Steady {sizes.rate:.0f} texts/s, p99", ms(fixed.p(0.99)) + f" (p50 {ms(fixed.p(0.5))},"
+                  f" p95 {ms(fixed.p(0.95))}; raw link p99 {ms(series['raw_fixed'].p(0.99))};"
+                  f" at most {max(run.late for run in fixed.runs)} texts held by a full window)",
+                  "< 20 ms", fixed.p(0.99) < 20)
+    report.target("Saturation p99", ms(g.p(0.99)), "< 150 ms", g.p(0.99) < 150)
+    mixed_fixed, mixed = series["mixed_fixed"], series["mixed"]
+    share = f"{sizes.password_share:.0%}"
+    if ratio < 0.6:
+        report.notes.append(
+            f"**Gateway / raw link: {ratio:.2f} (target 0.6).** The echo ESME decodes a deliver_sm and"
+            f" writes two PDUs. At {g.rate:,.0f} replies/s the gateway's event loop is busy all the time"
+            f" (Profile: idle a few percent), about {1e6 / g.rate:,.0f} µs a text, spread over many"
+            " parts with none dominant: every text and every receipt (two a text here, one a part)"
+            " decoded and stored before it is acknowledged, the text routed with two indexed queries,"
+            " the reply stored before it is submitted, each part's SMSC id recorded and each receipt"
+            " matched to it, five log events a text that metrics count. One core runs all of it"
+            " (one event loop; Python's GIL), while the other runs the load. 0.6 of this link is"
+            f" {0.6 * r.rate:,.0f} replies/s, about {1e6 / (0.6 * r.rate):,.0f} µs a text: not within"
+            " reach of Python doing this work per text. Before this work the same run measured about"
+            " 200 replies/s; see docs/architecture.md (Speed) for what the profile led to."
+        )
+    if fixed.p(0.99) >= 20:
+        report.notes.append(
+            f"**p99 at {sizes.rate:.0f} texts/s: {ms(fixed.p(0.99))} (target 20 ms; p50"
+            f" {ms(fixed.p(0.5))}).** A text waits for two fsyncs one after the other (the text"
+            " before its deliver_sm_resp, the reply before its submit_sm; `synchronous = FULL`),"
+            " each a few milliseconds on this disk and ten or more at its tail, often behind the"
+            " group commit already under way; the reply's parts are submitted one after another,"
+            " each waiting for its submit_sm_resp. The raw link's own p99 at the same rate in the"
+            f" same run, {ms(series['raw_fixed'].p(0.99))}, shows what the machine adds."
+        )
+    if mixed.p(0.99, "balance") > 2 * g.p(0.99):
+        report.notes.append(
+            f"**{share} Пароль at saturation: Баланс p99 {ms(mixed.p(0.99, 'balance'))} against"
+            f" {ms(g.p(0.99))} (target 2x).** A Пароль is an argon2id hash (m=19 MiB, t=2, p=1,"
+            " OWASP's minimum; about 40 ms of CPU here) in a two-thread pool off the event loop."
+            f" {share} of a saturating flood is more hashing than the one core left to the gateway"
+            " can do besides the loop: the hashing threads take CPU from the loop, the whole run"
+            " slows to"
+            f" {mixed.rate:,.0f} replies/s, Пароль waits (p99 {ms(mixed.p(0.99, 'password'))}),"
+            " and so does a Баланс from the same phone behind it (a phone's texts are answered in"
+            f" order). At {sizes.rate:.0f} texts/s the same share meets the target."
+        )
+    report.target(
+        f"{share} Пароль at {sizes.rate:.0f} texts/s: Баланс p99",
+        f"{ms(mixed_fixed.p(0.99, 'balance'))} vs {ms(fixed.p(0.99))} pure"
+        f" ({mixed_fixed.p(0.99, 'balance') / max(fixed.p(0.99), 0.001):.1f}x); Пароль p99"
+        f" {ms(mixed_fixed.p(0.99, 'password'))}",
+        "<= 2x pure", mixed_fixed.p(0.99, "balance") <= 2 * fixed.p(0.99))
+    report.target(
+        f"{share} Пароль at saturation: Баланс p99",
+        f"{ms(mixed.p(0.99, 'balance'))} vs {ms(g.p(0.99))} pure"
+        f" ({mixed.p(0.99, 'balance') / max(g.p(0.99), 0.001):.1f}x); {mixed.rate:,.0f} replies/s;"
+        f" Пароль p99 {ms(mixed.p(0.99, 'password'))}",
+        "<= 2x pure", mixed.p(0.99, "balance") <= 2 * g.p(0.99))
+    report.sections.append("\n".join([
+        "## Throughput and latency",
+        "",
+        f"Store: {sizes.accounts:,} accounts with charges for {PERIOD_MONTHS} months from two"
+        f" providers each, payments on a quarter of them, {sizes.phones:,} registered phones"
+        f" (built in {build_seconds:.1f} s). Each saturation round sends {sizes.texts:,} `Баланс`"
+        f" texts as fast as the window allows, after a warm-up of {sizes.warmup:,}. A `Баланс`"
+        f" reply here is {g.parts_per_reply:.1f} SMS parts (Cyrillic, UCS-2); the echo ESME answers"
+        " with one part, and in the second raw row with as many parts as the gateway.",
+        "",
+        "| Run | Replies/s | p50 | p95 | p99 | Parts/reply |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f"| {label} | {s.rate:,.0f} | {ms(s.p(0.5, kind))} | {ms(s.p(0.95, kind))} |"
+          f" {ms(s.p(0.99, kind))} | {s.parts_per_reply:.1f} |"
+          for label, s, kind in (
+              ("raw link, 1-part replies", r, None),
+              (f"raw link, {parts}-part replies", rp, None),
+              ("gateway, Баланс", g, None),
+              (f"raw link, {sizes.rate:.0f}/s", series["raw_fixed"], None),
+              (f"gateway, Баланс at {sizes.rate:.0f}/s", fixed, None),
+              (f"gateway, {share} Пароль at {sizes.rate:.0f}/s: Баланс", mixed_fixed, "balance"),
+              (f"gateway, {share} Пароль at {sizes.rate:.0f}/s: Пароль", mixed_fixed, "password"),
+              (f"gateway, {share} Пароль at saturation: Баланс", mixed, "balance"),
+              (f"gateway, {share} Пароль at saturation: Пароль", mixed, "password"),
+          )),
+        "",
+        "Replies that did not match their text, and deliver_sm refused:"
+        f" {sum(s.problems for s in series.values())}.",
+        "",
+    ]))
+    return series
+
+
+async def growth(report: Report, folder: Path, sizes: Sizes, texts: Texts) -> None:
+    """Throughput with a small store and a large one, alternating rounds."""
+    stores = {}
+    build = {}
+    for label, accounts in (("small", sizes.growth_small), ("large", sizes.growth_large)):
+        stores[label] = folder / f"store-{label}.db"
+        started = time.monotonic()
+        await build_store(stores[label], accounts, min(sizes.phones, accounts))
+        build[label] = time.monotonic() - started
+    phones = min(sizes.phones, sizes.growth_small)
+    small_texts = Texts(phones)
+    links = {label: await start_gateway(folder, f"gateway-{label}", path) for label, path in stores.items()}
+    series = {label: Series() for label in links}
+    try:
+        for link in links.values():
+            await link.run(small_texts.balance(sizes.warmup), classify=classify)
+        for _ in range(sizes.repeats):
+            for label, link in links.items():
+                series[label].runs.append(await link.run(small_texts.balance(sizes.texts), classify=classify))
+    finally:
+        for link in links.values():
+            await link.close()
+    small, large = series["small"], series["large"]
+    change = large.rate / small.rate - 1 if small.rate else 0.0
+    report.target(
+        f"Store {sizes.growth_small:,} -> {sizes.growth_large:,} accounts",
+        f"{small.rate:,.0f} -> {large.rate:,.0f} replies/s ({change:+.0%})", "within 10%",
+        change >= -0.10)
+    report.sections.append("\n".join([
+        "## Store size",
+        "",
+        f"The same {phones:,} phones and {sizes.texts:,} `Баланс` texts a round against a store of"
+        f" {sizes.growth_small:,} accounts (built in {build['small']:.1f} s) and one of"
+        f" {sizes.growth_large:,} (built in {build['large']:.1f} s), two gateways bound at once and"
+        " their rounds alternating.",
+        "",
+        "| Accounts | Replies/s | p50 | p99 |",
+        "| --- | --- | --- | --- |",
+        f"| {sizes.growth_small:,} | {small.rate:,.0f} | {ms(small.p(0.5))} | {ms(small.p(0.99))} |",
+        f"| {sizes.growth_large:,} | {large.rate:,.0f} | {ms(large.p(0.5))} | {ms(large.p(0.99))} |",
+        "",
+    ]))
+    del texts
+
+
+async def import_charges(report: Report, folder: Path, sizes: Sizes) -> None:
+    """`smsgate import charges` of a generated CSV into a store with its accounts and providers."""
+    accounts = max(1, sizes.import_rows // 10)
+    store = folder / "store-import.db"
+    await build_store(store, accounts, 0, charges=False)
+    csv_path = folder / "charges.csv"
+    periods = _months(5)
+    with csv_path.open("w", encoding="utf-8") as out:
+        out.write("account,provider_id,service,period,amount\n")
+        written = 0
+        for i in range(accounts):
+            for provider in (i % 8, (i + 3) % 8):
+                for period in periods:
+                    if written < sizes.import_rows:
+                        out.write(f"{_account(i)},{101 + provider},{PROVIDERS[provider][1]},{period},"
+                                  f"{(i * 37 + provider) % 5000}.{i % 100:02d}\n")
+                        written += 1
+    config = write_config(folder, "import", 1, store)
+    seconds: list[float] = []
+    for attempt in range(sizes.repeats):
+        if attempt:
+            with sqlite3.connect(store) as db:
+                db.execute("DELETE FROM charges")
+        started = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "smsgate", "--config", str(config), "import", "charges", str(csv_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out_bytes, err_bytes = await process.communicate()
+        seconds.append(time.monotonic() - started)
+        if process.returncode != 0:
+            raise RuntimeError(f"import failed: {err_bytes.decode(errors='replace')[-2000:]}")
+    took = statistics.median(seconds)
+    report.target(f"Import of {written:,} charge rows (`smsgate import charges`)",
+                  f"{took:.1f} s ({written / took:,.0f} rows/s)", "< 30 s", took < 30)
+    report.sections.append("\n".join([
+        "## Import",
+        "",
+        f"`smsgate import charges` of a {csv_path.stat().st_size / 2**20:.0f} MiB CSV of {written:,}"
+        f" rows ({accounts:,} accounts, two providers, five months), whole process from start to"
+        f" exit, into a store that has the accounts and providers: {took:.1f} s"
+        f" ({out_bytes.decode().strip()}).",
+        "",
+    ]))
+
+
+async def memory(report: Report, folder: Path, sizes: Sizes) -> None:
+    """Gateway RSS over one long run at saturation."""
+    store = folder / "store-memory.db"
+    await build_store(store, sizes.accounts, sizes.phones)
+    link = await start_gateway(folder, "gateway-memory", store)
+    texts = Texts(sizes.phones)
+    samples: list[tuple[float, float]] = []
+    try:
+        await link.run(texts.balance(sizes.warmup), classify=classify)
+        start_rss = link.process.rss_mib()
+        began = time.monotonic()
+
+        async def sample() -> None:
+            while True:
+                samples.append((time.monotonic() - began, link.process.rss_mib()))
+                await asyncio.sleep(0.5)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            result = await link.run(texts.balance(sizes.memory_texts), classify=classify)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        end_rss = link.process.rss_mib()
+    finally:
+        await link.close()
+    peak = max([start_rss, end_rss, *(rss for _t, rss in samples)])
+    # Flat: the second half of the run grows no more than a few MiB (SQLite's page cache and
+    # allocator pools settle in the first).
+    half = [rss for at, rss in samples if at >= result.seconds / 2] or [end_rss]
+    tail_growth = max(half) - half[0]
+    report.target(
+        f"Gateway memory over {sizes.memory_texts:,} texts",
+        f"start {start_rss:.1f} MiB, end {end_rss:.1f} MiB, peak {peak:.1f} MiB;"
+        f" second half +{tail_growth:.1f} MiB; {result.replies_per_second:,.0f} replies/s",
+        "flat", tail_growth <= 5.0)
+    report.sections.append("\n".join([
+        "## Memory",
+        "",
+        f"Resident set size of the gateway process, sampled every 0.5 s over {sizes.memory_texts:,}"
+        " `Баланс` texts at saturation after the warm-up:",
+        "",
+        "| Seconds | RSS, MiB |",
+        "| --- | --- |",
+        *(f"| {at:.0f} | {rss:.1f} |" for at, rss in samples[:: max(1, len(samples) // 12)]),
+        "",
+    ]))
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+# Where the event loop's time goes, as cProfile (deterministic, so slower) counts it; the parts
+# overlap: logging is done inside the others, and SQLite statements inside the group commits.
+PROFILE_PARTS = (
+    ("reading and decoding PDUs", "smsgate/session.py", "_read_loop"),
+    ("storing texts and receipts, acknowledging", "smsgate/session.py", "_ack_loop"),
+    ("routing and handlers (БАЛАНС reads)", "smsgate/gateway.py", "_route_one"),
+    ("submitting replies", "smsgate/gateway.py", "_send_one"),
+    ("group commits (SQL on the loop)", "store/db.py", "_write_groups"),
+    ("logging (metrics count every event)", "logging/__init__.py", "info"),
+    ("receipt parsing", "smsgate/pdu.py", "parse_receipt"),
+    ("waiting for work (idle)", "~", "<method 'poll' of 'select.epoll' objects>"),
+)
+
+
+async def profile(report: Report, folder: Path, sizes: Sizes) -> None:
+    """One saturation round with the gateway under cProfile: what its event loop spends time on."""
+    store = folder / "store-profile.db"
+    await build_store(store, sizes.accounts, sizes.phones)
+    smsc = LoadSmsc()
+    port = await smsc.start()
+    config = write_config(folder, "gateway-profile", port, store)
+    output = folder / "gateway.prof"
+    process = await Process.start("gateway-profile", "-m", "cProfile", "-o", str(output),
+                                  "-m", "smsgate", "--config", str(config), "run")
+    await smsc.wait_bound(60)
+    link = Link("gateway-profile", smsc, process)
+    texts = Texts(sizes.phones)
+    try:
+        await link.run(texts.balance(sizes.warmup), classify=classify)
+        result = await link.run(texts.balance(sizes.profile_texts), classify=classify)
+    finally:
+        await link.close()
+    stats = pstats.Stats(str(output))
+    entries = stats.stats  # type: ignore[attr-defined]
+    total = max(value[3] for key, value in entries.items() if key[2] == "run_forever")
+    rows = []
+    for label, path, name in PROFILE_PARTS:
+        seconds = sum(value[3] for key, value in entries.items()
+                      if key[0].endswith(path) and key[2] == name)
+        rows.append(f"| {label} | {100 * seconds / total:.0f}% |")
+    own = sorted(((value[2], key) for key, value in entries.items()), reverse=True)[:12]
+    report.sections.append("\n".join([
+        "## Profile",
+        "",
+        f"`python -m cProfile -m smsgate run` through {sizes.profile_texts:,} `Баланс` texts at"
+        f" saturation ({result.replies_per_second:,.0f} replies/s under the profiler). Share of the"
+        " event loop's time (the parts overlap: logging happens inside the others, SQL inside the"
+        " group commits):",
+        "",
+        "| Part | Share |",
+        "| --- | --- |",
+        *rows,
+        "",
+        "Functions with the most time of their own:",
+        "",
+        "| Function | Seconds | Calls |",
+        "| --- | --- | --- |",
+        *(f"| `{_where(key[0])}:{key[2]}` | {seconds:.2f} | {entries[key][1]:,} |"
+          for seconds, key in own),
+        "",
+    ]))
+
+
+def _where(path: str) -> str:
+    """A profiled function's file, short: "pdu.py", "logging/__init__.py", "~" for built-ins."""
+    file = Path(path)
+    return f"{file.parent.name}/{file.name}" if file.name == "__init__.py" else file.name
+
+
+SCENARIOS = ("throughput", "growth", "import", "memory", "profile")
+
+
+async def bench(args: argparse.Namespace) -> Report:
+    sizes = SMOKE if args.smoke else QUICK if args.quick else Sizes()
+    if args.repeats:
+        sizes = Sizes(**{**sizes.__dict__, "repeats": args.repeats})
+    command = "python -m smsgate.bench " + " ".join(sys.argv[1:]) if args.argv is None else \
+        "python -m smsgate.bench " + " ".join(args.argv)
+    report = Report(sizes, command.strip(), dt.datetime.now(dt.UTC), machine())
+    only = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    began = time.monotonic()
+    folder = Path(tempfile.mkdtemp(prefix="smsgate-bench-"))
+    random.seed(7)
+    try:
+        texts = Texts(sizes.phones)
+        if "throughput" in only:
+            await throughput(report, folder, sizes, texts)
+        if "growth" in only:
+            await growth(report, folder, sizes, texts)
+        if "import" in only:
+            await import_charges(report, folder, sizes)
+        if "memory" in only:
+            await memory(report, folder, sizes)
+        if "profile" in only and not (args.quick or args.smoke):
+            await profile(report, folder, sizes)
+    finally:
+        if args.keep:
+            print(f"kept {folder}", file=sys.stderr)
+        else:
+            await asyncio.to_thread(shutil.rmtree, folder)
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m smsgate.bench", description=__doc__)
+    parser.add_argument("--out", type=Path, help="write the report here (e.g. BENCHMARKS.md)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round each")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes: checks the tool only")
+    parser.add_argument("--repeats", type=int, default=0, help="rounds per scenario")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--keep", action="store_true", help="keep the stores and logs")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    report = asyncio.run(bench(args))
+    text = report.render()
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Inbox and outbox in batches: redeliveries, duplicate request keys, receipts for many parts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from store import messages
+from store.db import Store, now
+
+PHONE = "+79031234567"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "m.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def text(body: str, phone: str = PHONE) -> messages.NewInbound:
+    return messages.NewInbound(phone, body, 8, None, "sms", now())
+
+
+async def store_texts(
+    store: Store, items: list[messages.NewInbound], repeated: list[int] | None = None
+) -> list[int | None]:
+    return await store.write(messages.store_inbound_sync, items, now() - 3600, repeated)
+
+
+async def test_a_batch_gets_ids_in_order_and_a_repeat_within_it_is_a_redelivery(store: Store) -> None:
+    ids = await store_texts(store, [text("Баланс"), text("Помощь"), text("Баланс"),
+                                    text("Баланс", "+79031234568")])
+    assert ids[0] is not None and ids[1] == ids[0] + 1 and ids[2] is None and ids[3] == ids[0] + 2
+
+
+async def test_only_the_first_repeat_of_an_unacknowledged_text_is_its_redelivery(store: Store) -> None:
+    [first] = await store_texts(store, [text("Баланс")])  # stored, never acknowledged (a crash)
+    repeated: list[int] = []
+    assert await store_texts(store, [text("Баланс")], repeated) == [None]
+    assert repeated == [first]
+    await store.write(messages.mark_acked_sync, repeated)  # answered with the redelivery
+    # The resident asks again later: a new request, answered.
+    [again] = await store_texts(store, [text("Баланс")])
+    assert again is not None and again != first
+
+
+async def test_a_repeat_marks_the_stored_text_acknowledged_when_nobody_collects_it(store: Store) -> None:
+    async with store.tx() as db:
+        [first] = await messages.store_inbound(db, [text("Баланс")], now() - 3600)
+        assert await messages.store_inbound(db, [text("Баланс")], now() - 3600) == [None]
+    rows = await store.db.execute_fetchall("SELECT acked FROM inbox WHERE id = ?", (first,))
+    assert [row[0] for row in rows] == [1]
+
+
+async def test_enqueue_skips_request_keys_already_queued_and_keeps_order(store: Store) -> None:
+    def row(key: str) -> messages.NewOutgoing:
+        return messages.NewOutgoing(key, PHONE, key, 1)
+
+    first = await store.write(messages.enqueue_rows_sync, [row("k1"), row("k2")], now())
+    again = await store.write(messages.enqueue_rows_sync, [row("k3"), row("k1"), row("k4"),
+                                                           row("k3")], now())
+    assert [item.request_key for _id, item in first] == ["k1", "k2"]
+    assert [item.request_key for _id, item in again] == ["k3", "k4"]
+    assert [outbox_id for outbox_id, _item in again] == [first[1][0] + 1, first[1][0] + 2]
+
+
+async def test_receipts_in_one_batch_settle_a_message_once_every_part_is_final(store: Store) -> None:
+    [(outbox_id, _item)] = await store.write(
+        messages.enqueue_rows_sync, [messages.NewOutgoing("m", PHONE, "long", 2)], now()
+    )
+    parts = [messages.PartResult(outbox_id, number, smsc_id,
+                                 tuple(sorted({f"s:{smsc_id.lower()}"})), now())
+             for number, smsc_id in ((1, "A1"), (2, "A2"))]
+    await store.write(messages.record_submitted_sync, parts, [(outbox_id, now())])
+    receipt_ids = await store.write(messages.store_receipts_sync, [
+        messages.NewReceipt(smsc_id, "DELIVRD", "000", "") for smsc_id in ("A1", "A2", "ZZ")
+    ], now())
+    matched = await store.write(messages.match_receipts_sync, [
+        messages.ReceiptMatch(receipt_id, (key,), "DELIVRD", "000", now())
+        for receipt_id, key in zip(receipt_ids, ("s:a1", "s:a2", "s:zz"), strict=True)
+    ])
+    assert matched == [outbox_id, outbox_id, None]
+    rows = await store.db.execute_fetchall("SELECT state FROM outbox WHERE id = ?", (outbox_id,))
+    assert [row[0] for row in rows] == ["delivered"]
+
+
+async def test_in_lists_longer_than_one_statement_are_read_whole(store: Store) -> None:
+    rows = [messages.NewOutgoing(f"k{n}", PHONE, "t", 1) for n in range(1200)]
+    queued = await store.write(messages.enqueue_rows_sync, rows, now())
+    found = await messages.get_outgoing(store.db, [outbox_id for outbox_id, _item in queued])
+    assert len(found) == 1200
