@@ -52,12 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_signal(sig: signal.Signals, callback: Callable[[], object]) -> None:
+    """Run callback on a signal; asyncio has no signal handlers on Windows (Ctrl+C still works)."""
+    if sys.platform != "win32":
+        asyncio.get_running_loop().add_signal_handler(sig, callback)
+
+
 async def _wait_for_signal() -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+        _on_signal(sig, stop.set)
     await stop.wait()
 
 
@@ -115,8 +119,7 @@ async def cmd_run(config: Config, demo_if_empty: bool, log_handler: logging.Hand
 def _reopen_logs_on_sighup(handler: logging.Handler) -> None:
     """logrotate moves the file away and sends SIGHUP: start a new file without a restart."""
     if isinstance(handler, logs.ReopenableFileHandler):
-        with contextlib.suppress(NotImplementedError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handler.reopen)
+        _on_signal(signal.SIGHUP, handler.reopen)
 
 
 async def cmd_status(config: Config) -> int:
