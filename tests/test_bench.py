@@ -20,5 +20,20 @@ def test_smoke_run_writes_a_report_with_every_scenario(tmp_path: Path) -> None:
     rates = [float(value.replace(",", "")) for value in re.findall(r"([\d,]+) replies/s", report)]
     assert rates and all(rate > 0 for rate in rates)
     assert "Ratio gateway / raw link | 0.00" not in report
+    # The raw link the target uses (aiosmpplib's ESME, as the issue measures it) and the reference rows.
+    number = r"[\d,]+ replies/s; p50 [\d.]+ ms, p95 [\d.]+ ms, p99 [\d.]+ ms"
+    assert re.search(r"\| Raw link \(aiosmpplib echo ESME, as the issue measures it, 1-part replies\)"
+                     rf" \| {number} \|", report)
+    assert re.search(r"\| Ratio gateway / raw link \| [\d.]+ \| >= 0.6 \|", report)
+    for row in (r"aiosmpplib echo ESME with receipts, as the gateway gets them, 1-part replies",
+                r"Lean echo ESME \(prebuilt PDUs\), 1-part replies",
+                r"Lean echo ESME with \d+-part replies, as the gateway's"):
+        assert re.search(rf"\| {row} \| {number}; gateway / this = [\d.]+ \|", report), row
+    for label in (r"raw link: aiosmpplib echo, 1-part replies, no receipts \(the issue's\)",
+                  r"aiosmpplib echo, 1-part replies, with receipts", r"lean echo, 1-part replies",
+                  r"lean echo, \d+-part replies", r"raw link \(aiosmpplib echo\), \d+/s"):
+        found = re.search(rf"\| {label} \| ([\d,]+) \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ \|",
+                          report)
+        assert found and int(found[1].replace(",", "")) > 0, label
     assert "Replies that did not match their text, and deliver_sm refused: 0." in report
     assert re.search(r"Import of 2,000 charge rows .* \| [\d.]+ s", report)
