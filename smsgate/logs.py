@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from smsgate.phone import mask
@@ -98,12 +99,61 @@ class ReopenableFileHandler(logging.StreamHandler[TextIO]):
             self.release()
 
 
+class _Counted(logging.LogRecord):
+    """An info event no handler writes, as the counters (metrics) read it: name, time, fields.
+
+    LogRecord.__init__ is skipped on purpose: it is most of the cost of an event, and a text
+    makes several.
+    """
+
+    def __init__(self, name: str, msg: str, extra: Mapping[str, object] | None) -> None:
+        if extra:
+            self.__dict__.update(extra)
+        self.name = name
+        self.msg = msg
+        self.args = ()
+        self.levelno = logging.INFO
+        self.levelname = "INFO"
+        self.created = time.time()
+        self.exc_info = None
+
+
+# Handlers that count events whatever the level written (metrics); see EventLogger.
+_counters: list[logging.Handler] = []
+
+
+def add_counter(handler: logging.Handler) -> None:
+    if handler not in _counters:
+        _counters.append(handler)
+
+
+def remove_counter(handler: logging.Handler) -> None:
+    if handler in _counters:
+        _counters.remove(handler)
+
+
+class EventLogger(logging.Logger):
+    """A logger whose info events still reach the counters when the level does not write them.
+
+    Metrics are counted from info events (sms_in, sms_out, dlr, ...). With the log level at
+    warning, making a full LogRecord for each only for metrics to read cost more than any other
+    single step of a text; such an event goes to the counters as a bare `_Counted` instead.
+    """
+
+    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if self.isEnabledFor(logging.INFO):
+            super().info(msg, *args, **kwargs)
+        elif _counters and isinstance(msg, str) and not args:
+            event = _Counted(self.name, msg, kwargs.get("extra"))
+            for counter in _counters:
+                counter.emit(event)  # not handle(): no filters on counters, and no lock needed
+
+
 def setup(path: str = "", fmt: str = "json", level: str = "info") -> logging.Handler:
     """Route every smsgate logger to one handler; returns it (file handlers can be reopened)."""
     handler: logging.Handler
     handler = ReopenableFileHandler(path) if path else logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    # The level filters what is written; info events are still made, because metrics count them.
     handler.setLevel(level.upper())
     root = logging.getLogger("smsgate")
     for old in list(root.handlers):
@@ -113,7 +163,8 @@ def setup(path: str = "", fmt: str = "json", level: str = "info") -> logging.Han
         if isinstance(old, ReopenableFileHandler):
             old.close()
     root.addHandler(handler)
-    root.setLevel(min(logging.INFO, logging.getLevelName(level.upper())))
+    # Info events below the level are not made at all; EventLogger still counts them.
+    root.setLevel(level.upper())
     root.propagate = False
     # Every text makes several events; finding the caller (a stack walk) and naming the thread
     # and process cost more than the rest of a record, and no line shows them. These are the
@@ -126,4 +177,9 @@ def setup(path: str = "", fmt: str = "json", level: str = "info") -> logging.Han
 
 
 def get(name: str) -> logging.Logger:
-    return logging.getLogger(f"smsgate.{name}")
+    previous = logging.getLoggerClass()
+    logging.setLoggerClass(EventLogger)
+    try:
+        return logging.getLogger(f"smsgate.{name}")
+    finally:
+        logging.setLoggerClass(previous)

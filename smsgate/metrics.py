@@ -17,6 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from smsgate import logs
+from smsgate.pdu import MESSAGE_STATES
+
 # Submit latency buckets (seconds): operators' SMSCs answer in milliseconds to a second.
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -92,6 +95,7 @@ class Metrics(logging.Handler):
             "smsgate_redeliveries", "Inbound texts the SMSC delivered again (answered once)",
             registry=self.registry,
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         self.recent_in = Recent()
         self.recent_out = Recent()
         self.last_problem: tuple[float, str, str] | None = None
@@ -100,20 +104,28 @@ class Metrics(logging.Handler):
         self.registry.register(_GaugeCollector(self))
         self._dispatch: dict[str, Callable[[logging.LogRecord], None]] = {
             "sms_in": self._sms_in,
-            "sms_handled": lambda r: self.commands.labels(_field(r, "handler"), "ok").inc(),
-            "handler_error": lambda r: self.commands.labels(_field(r, "handler"), "error").inc(),
+            "sms_handled": lambda r: self._child(self.commands, _field(r, "handler"), "ok").inc(),
+            "handler_error": lambda r: self._child(self.commands, _field(r, "handler"), "error").inc(),
             "sms_out": self._sms_out,
-            "sms_failed": lambda r: self.messages_out.labels(_field(r, "kind"), "failed").inc(),
-            "dlr": lambda r: self.receipts.labels(_field(r, "stat")).inc(),
-            "dlr_unmatched": lambda r: self.receipts.labels("unmatched").inc(),
+            "sms_failed": lambda r: self._child(self.messages_out, _field(r, "kind"), "failed").inc(),
+            "dlr": lambda r: self._child(self.receipts, _stat(r)).inc(),
+            "dlr_unmatched": lambda r: self._child(self.receipts, "unmatched").inc(),
             "throttled": lambda r: self.throttled.inc(),
-            "bind_ok": lambda r: self.bind_events.labels("bind_ok").inc(),
-            "bind_lost": lambda r: self.bind_events.labels("bind_lost").inc(),
-            "bind_failed": lambda r: self.bind_events.labels("bind_failed").inc(),
-            "login_ok": lambda r: self.logins.labels("ok").inc(),
-            "login_failed": lambda r: self.logins.labels("failed").inc(),
+            "bind_ok": lambda r: self._child(self.bind_events, "bind_ok").inc(),
+            "bind_lost": lambda r: self._child(self.bind_events, "bind_lost").inc(),
+            "bind_failed": lambda r: self._child(self.bind_events, "bind_failed").inc(),
+            "login_ok": lambda r: self._child(self.logins, "ok").inc(),
+            "login_failed": lambda r: self._child(self.logins, "failed").inc(),
             "sms_redelivered": lambda r: self.redeliveries.inc(),
         }
+
+    def _child(self, counter: Counter, *labels: str) -> Counter:
+        """counter.labels(*labels), kept: labels() costs a lock and a few lookups each time."""
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        return child
 
     def emit(self, record: logging.LogRecord) -> None:
         event = record.msg if isinstance(record.msg, str) else ""
@@ -128,24 +140,34 @@ class Metrics(logging.Handler):
             self.handleError(record)
 
     def _sms_in(self, record: logging.LogRecord) -> None:
-        self.messages_in.labels(_field(record, "channel", "sms")).inc()
+        self._child(self.messages_in, _field(record, "channel", "sms")).inc()
         self.recent_in.add(record.created)
 
     def _sms_out(self, record: logging.LogRecord) -> None:
-        self.messages_out.labels(_field(record, "kind"), "submitted").inc()
+        self._child(self.messages_out, _field(record, "kind"), "submitted").inc()
         self.parts_out.inc(int(getattr(record, "parts", 1) or 1))
         self.submit_latency.observe(float(getattr(record, "ms", 0.0) or 0.0) / 1000.0)
         self.recent_out.add(record.created)
 
     def attach(self) -> Metrics:
-        logger = logging.getLogger("smsgate")
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)  # the events metrics count are info events
-        logger.addHandler(self)
+        # Events the level writes reach this as a handler; info events below the level come
+        # straight from logs.EventLogger (so metrics do not depend on the level).
+        logging.getLogger("smsgate").addHandler(self)
+        logs.add_counter(self)
         return self
 
     def detach(self) -> None:
         logging.getLogger("smsgate").removeHandler(self)
+        logs.remove_counter(self)
+
+
+_STATES = frozenset(MESSAGE_STATES.values())
+
+
+def _stat(record: logging.LogRecord) -> str:
+    """A receipt's state as a label: one of SMPP's, else OTHER (an SMSC's text cannot add series)."""
+    stat = _field(record, "stat")
+    return stat if stat in _STATES else "OTHER"
 
 
 def _field(record: logging.LogRecord, name: str, default: str = "unknown") -> str:

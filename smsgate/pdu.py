@@ -353,11 +353,32 @@ def _receipt_date(value: str) -> datetime | None:
         return None
 
 
+# The form of SMPP 3.4 Appendix B, as most SMSCs write it: read in one match. Anything else
+# (other spacing, letter case, order, missing fields) goes through _RECEIPT_FIELD.
+_STANDARD_RECEIPT = re.compile(
+    r"id:(\S*) sub:(\S*) dlvrd:(\S*) submit date:(\S*) done date:(\S*) stat:(\S*) err:(\S*)"
+    r"(?: text:(.*))?\Z", re.S
+)
+_STANDARD_NAMES = ("id", "sub", "dlvrd", "submit date", "done date", "stat", "err")
+
+
+def receipt_fields(text: str) -> dict[str, str]:
+    """The name: value fields of a receipt's text, names in lower case."""
+    standard = _STANDARD_RECEIPT.match(text)
+    if standard is not None:
+        fields = dict(zip(_STANDARD_NAMES, standard.groups(), strict=False))
+        if standard.group(8) is not None:
+            fields["text"] = standard.group(8).strip()
+        return fields
+    fields = {}
+    for match in _RECEIPT_FIELD.finditer(text):
+        fields.setdefault(match.group(1).lower(), match.group(2).strip())
+    return fields
+
+
 def parse_receipt(message: ShortMessage) -> Receipt:
     """Read a receipt from its TLVs first, then its text; never raises."""
-    fields: dict[str, str] = {}
-    for match in _RECEIPT_FIELD.finditer(message.text):
-        fields.setdefault(match.group(1).lower(), match.group(2).strip())
+    fields = receipt_fields(message.text)
     message_id = fields.get("id", "")
     tlv_id = message.tlvs.get(TAG_RECEIPTED_MESSAGE_ID)
     if tlv_id:

@@ -72,38 +72,51 @@ async def of_phone(
 
 
 def of_phone_sync(db: sqlite3.Connection, phone: str, period: str, today: str) -> list[AccountBalance] | None:
-    row = db.execute("SELECT id FROM residents WHERE phone = ?", (phone,)).fetchone()
-    return None if row is None else _of_resident(db, int(row[0]), period, today)
+    # One statement: the resident is found inside it (and a row says it exists at all).
+    rows = db.execute(
+        _BALANCES_SQL.format(who="(SELECT id FROM residents WHERE phone = ?)")
+        + " UNION ALL SELECT NULL, NULL, NULL, 0, NULL, NULL FROM residents WHERE phone = ?",
+        (phone, period, phone, today, phone, phone),
+    ).fetchall()
+    return _balances(rows) if rows else None
 
 
 def _of_resident(
     db: sqlite3.Connection, resident_id: int, period: str, today: str
 ) -> list[AccountBalance]:
-    """One query for all of a resident's accounts.
+    rows = db.execute(
+        _BALANCES_SQL.format(who="?"), (resident_id, period, resident_id, today, resident_id)
+    ).fetchall()
+    return _balances(rows)
 
-    Each arm of the query is a search by primary key or payments_by_account, so its cost does not
-    grow with the store (a CTE or a grouped subquery here made SQLite scan instead); the sums are
-    done here.
-    """
-    sql = """
-        SELECT ra.account, c.provider_id, p.name, c.amount, ra.linked_at, NULL
-        FROM resident_accounts AS ra JOIN charges AS c ON c.account = ra.account
-        JOIN providers AS p ON p.id = c.provider_id WHERE ra.resident_id = ? AND c.period <= ?
-        UNION ALL
-        SELECT ra.account, y.provider_id, p.name, -y.amount, ra.linked_at, NULL
-        FROM resident_accounts AS ra JOIN payments AS y ON y.account = ra.account
-        JOIN providers AS p ON p.id = y.provider_id WHERE ra.resident_id = ? AND y.paid_at <= ?
-        UNION ALL
-        SELECT ra.account, NULL, NULL, 0, ra.linked_at, coalesce(a.address, '')
-        FROM resident_accounts AS ra LEFT JOIN accounts AS a ON a.number = ra.account
-        WHERE ra.resident_id = ?
-    """
+
+# All of a resident's accounts in one query: charges, payments (negative) and one row per linked
+# account. Each arm is a search by primary key or payments_by_account, so its cost does not grow
+# with the store (a CTE or a grouped subquery here made SQLite scan instead); the sums are done
+# in _balances.
+_BALANCES_SQL = """
+    SELECT ra.account, c.provider_id, p.name, c.amount, ra.linked_at, NULL
+    FROM resident_accounts AS ra JOIN charges AS c ON c.account = ra.account
+    JOIN providers AS p ON p.id = c.provider_id WHERE ra.resident_id = {who} AND c.period <= ?
+    UNION ALL
+    SELECT ra.account, y.provider_id, p.name, -y.amount, ra.linked_at, NULL
+    FROM resident_accounts AS ra JOIN payments AS y ON y.account = ra.account
+    JOIN providers AS p ON p.id = y.provider_id WHERE ra.resident_id = {who} AND y.paid_at <= ?
+    UNION ALL
+    SELECT ra.account, NULL, NULL, 0, ra.linked_at, coalesce(a.address, '')
+    FROM resident_accounts AS ra LEFT JOIN accounts AS a ON a.number = ra.account
+    WHERE ra.resident_id = {who}
+"""
+
+
+def _balances(rows: list[tuple[str | None, int | None, str, int, str, str | None]]) -> list[AccountBalance]:
     linked: list[tuple[str, str, str]] = []  # (linked_at, account, address)
     sums: dict[str, dict[tuple[int, str], int]] = {}
-    rows = db.execute(sql, (resident_id, period, resident_id, today, resident_id)).fetchall()
     for account, provider_id, name, amount, linked_at, address in rows:
+        if account is None:
+            continue  # the row that says the resident exists
         if provider_id is None:
-            linked.append((linked_at, account, address))
+            linked.append((linked_at, account, address or ""))
         else:
             per_provider = sums.setdefault(account, {})
             per_provider[provider_id, name] = per_provider.get((provider_id, name), 0) + int(amount)

@@ -119,7 +119,24 @@ def sample(metrics: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def test_metrics_move_with_a_session(gate: Harness) -> None:
+@pytest.mark.parametrize("level", ["info", "warning"])
+async def test_metrics_move_with_a_session(gate: Harness, tmp_path: Path, level: str) -> None:
+    """Metrics count the info events whether or not the log level writes them."""
+    path = tmp_path / "level.log"
+    handler = logs.setup(str(path), "json", level)
+    try:
+        await metrics_of_a_session(gate)
+    finally:
+        logging.getLogger("smsgate").removeHandler(handler)
+        handler.close()
+        logging.getLogger("smsgate").propagate = True
+        logging.getLogger("smsgate").setLevel(logging.NOTSET)
+    written = {json.loads(line)["level"]
+               for line in (await asyncio.to_thread(path.read_text, encoding="utf-8")).splitlines()}
+    assert ("info" in written) == (level == "info")
+
+
+async def metrics_of_a_session(gate: Harness) -> None:
     port = await gate.start_operator()
     _, before = await scrape(port)
     await scripted_session(gate)

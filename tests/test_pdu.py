@@ -294,3 +294,22 @@ def test_receipt_dates_read_as_strptime_read_them() -> None:
         assert pdu._receipt_date(digits) == datetime.strptime(digits, pattern)
     assert pdu._receipt_date("2613010101") is None
     assert pdu._receipt_date("26112208") is None
+
+
+@pytest.mark.parametrize("text", [
+    "id:0A1B2C sub:001 dlvrd:001 submit date:2611221015 done date:2611221016 stat:DELIVRD err:000"
+    " text:Долг на 22.11",
+    "id:123456789 sub:001 dlvrd:000 submit date:261122101530 done date:261122101531 stat:UNDELIV"
+    " err:0x1F text:",
+    "id:42 sub:001 dlvrd:001 submit date:2611221015 done date:2611221016 stat:EXPIRED err:000",
+    # Not the standard form: read field by field.
+    "ID:42 Sub:001 dlvrd:001 Submit Date:2611221015 Done Date:2611221016 Stat:DELIVRD Err:000",
+    "id: 42  sub:001 stat:DELIVRD err:000",
+    "stat:DELIVRD id:42",
+])
+def test_standard_receipts_read_in_one_match_as_field_by_field(text: str) -> None:
+    by_field: dict[str, str] = {}
+    for match in pdu._RECEIPT_FIELD.finditer(text):
+        by_field.setdefault(match.group(1).lower(), match.group(2).strip())
+    assert pdu.receipt_fields(text) == by_field
+    assert by_field["id"] == "42" or len(by_field["id"]) > 2
