@@ -104,7 +104,9 @@ class PduError(ValueError):
     """A PDU that cannot be parsed; the caller answers it with generic_nack or an error status."""
 
 
-@dataclass(frozen=True)
+# Value classes built for every PDU or text are slotted, not frozen: a frozen dataclass sets each
+# field through object.__setattr__, several times the cost of a plain one. None is ever changed.
+@dataclass(slots=True)
 class Header:
     length: int
     command_id: int
@@ -127,7 +129,7 @@ def status_name(status: int) -> str:
         return f"0x{status:08X}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Concat:
     """Position of one part of a concatenated message (from UDH or SAR TLVs)."""
 
@@ -136,7 +138,7 @@ class Concat:
     number: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ShortMessage:
     """A decoded deliver_sm or submit_sm: what the transport needs, nothing library-specific."""
 
@@ -315,7 +317,7 @@ def decode_sm(pdu: bytes) -> ShortMessage:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Receipt:
     """A delivery receipt, however the SMSC wrote it."""
 

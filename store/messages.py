@@ -24,7 +24,9 @@ def text_hash(phone: str, text: str, raw: bytes | None) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
+# Value classes built for every PDU or text are slotted, not frozen: a frozen dataclass sets each
+# field through object.__setattr__, several times the cost of a plain one. None is ever changed.
+@dataclass(slots=True)
 class Inbound:
     id: int
     phone: str
@@ -36,7 +38,7 @@ class Inbound:
     extra: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewInbound:
     phone: str
     text: str
@@ -226,7 +228,7 @@ def store_part_sync(
     return [row[1] for row in rows]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outgoing:
     id: int
     phone: str
@@ -236,7 +238,7 @@ class Outgoing:
     created_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewOutgoing:
     request_key: str
     phone: str
@@ -302,7 +304,7 @@ async def get_outgoing(db: aiosqlite.Connection, ids: Sequence[int]) -> list[Out
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PartResult:
     outbox_id: int
     part_no: int
@@ -360,7 +362,7 @@ async def store_receipt(
     return (await store_receipts(db, [NewReceipt(smsc_id, stat, err, body)], at))[0]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewReceipt:
     smsc_id: str
     stat: str
@@ -395,7 +397,7 @@ async def match_receipt(
     return (await match_receipts(db, [ReceiptMatch(receipt_id, tuple(keys), stat, err, at)]))[0]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ReceiptMatch:
     receipt_id: int
     keys: Iterable[str]  # the readings of the SMSC id (pdu.normalise_message_id)

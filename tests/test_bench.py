@@ -19,19 +19,25 @@ def test_smoke_run_writes_a_report_with_every_scenario(tmp_path: Path) -> None:
         assert heading in report
     rates = [float(value.replace(",", "")) for value in re.findall(r"([\d,]+) replies/s", report)]
     assert rates and all(rate > 0 for rate in rates)
-    assert "Ratio gateway / raw link | 0.00" not in report
-    # The raw link the target uses (aiosmpplib's ESME, as the issue measures it) and the reference rows.
+    assert "| 0.00 |" not in report
+    # The raw link (aiosmpplib's ESME, as the issue measures it), like for like with and without
+    # receipts, and the reference rows.
     number = r"[\d,]+ replies/s; p50 [\d.]+ ms, p95 [\d.]+ ms, p99 [\d.]+ ms"
-    assert re.search(r"\| Raw link \(aiosmpplib echo ESME, as the issue measures it, 1-part replies\)"
-                     rf" \| {number} \|", report)
-    assert re.search(r"\| Ratio gateway / raw link \| [\d.]+ \| >= 0.6 \|", report)
-    for row in (r"aiosmpplib echo ESME with receipts, as the gateway gets them, 1-part replies",
-                r"Lean echo ESME \(prebuilt PDUs\), 1-part replies",
+    for row in (r"Баланс at saturation, gateway \(SMSC sends a receipt for every part\)",
+                r"Raw link: aiosmpplib echo ESME, 1-part replies, same SMSC \(receipts\)",
+                r"Баланс at saturation, gateway, SMSC sending no receipts",
+                r"Raw link: aiosmpplib echo ESME, 1-part replies, no receipts \(as the issue measured"
+                r" it\)"):
+        assert re.search(rf"\| {row} \| {number} \|", report), row
+    for receipts in ("SMSC sending receipts", "SMSC sending no receipts"):
+        assert re.search(rf"\| Ratio gateway / raw link, {receipts} \| [\d.]+ \| >= 0.6 \|", report)
+    for row in (r"Lean echo ESME \(prebuilt PDUs, receipts\), 1-part replies",
                 r"Lean echo ESME with \d+-part replies, as the gateway's"):
         assert re.search(rf"\| {row} \| {number}; gateway / this = [\d.]+ \|", report), row
-    for label in (r"raw link: aiosmpplib echo, 1-part replies, no receipts \(the issue's\)",
-                  r"aiosmpplib echo, 1-part replies, with receipts", r"lean echo, 1-part replies",
-                  r"lean echo, \d+-part replies", r"raw link \(aiosmpplib echo\), \d+/s"):
+    for label in (r"raw link: aiosmpplib echo, 1-part replies, receipts", r"gateway, Баланс, receipts",
+                  r"raw link: aiosmpplib echo, 1-part replies, no receipts \(the issue's\)",
+                  r"gateway, Баланс, no receipts", r"lean echo, 1-part replies, receipts",
+                  r"lean echo, \d+-part replies, receipts", r"raw link \(aiosmpplib echo\), \d+/s"):
         found = re.search(rf"\| {label} \| ([\d,]+) \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ \|",
                           report)
         assert found and int(found[1].replace(",", "")) > 0, label
