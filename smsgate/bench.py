@@ -78,6 +78,18 @@ def machine() -> str:
             f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}")
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(stolen, total) CPU ticks of the machine so far, from /proc/stat; (0, 0) where there is none.
+
+    Steal is time the hypervisor gave this virtual machine's cores to someone else: on a shared
+    host it is the noise in every number here.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[7], sum(fields[:8])
+    return 0, 0
+
+
 # ---- stores -------------------------------------------------------------------------------------
 
 PROVIDERS = (
@@ -364,6 +376,7 @@ class Report:
     lines: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
     sections: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # why a target was not met
+    stolen: float | None = None  # share of CPU time the hypervisor took during the run
     seconds: float = 0.0
 
     def target(self, measure: str, result: str, target: str, met: bool | None) -> None:
@@ -381,7 +394,9 @@ class Report:
             f"Written by `{self.command}` on {self.started:%Y-%m-%d %H:%M} UTC "
             f"in {self.seconds / 60:.1f} minutes.",
             "",
-            f"- Machine: {self.machine}.",
+            f"- Machine: {self.machine}."
+            + (f" CPU time stolen by the hypervisor during the run (other guests on the same host):"
+               f" {self.stolen:.0%}." if self.stolen is not None else ""),
             f"- Each number is the median of {self.sizes.repeats} runs. The gateway (`smsgate run`,"
             " SQLite with `synchronous = FULL`, log level warning) and the load (a lean SMSC,"
             " `smsgate/loadgen.py`) run in separate processes, one core each.",
@@ -818,6 +833,7 @@ async def bench(args: argparse.Namespace) -> Report:
     report = Report(sizes, command.strip(), dt.datetime.now(dt.UTC), machine())
     only = set(args.only.split(",")) if args.only else set(SCENARIOS)
     began = time.monotonic()
+    stolen_before, total_before = cpu_ticks()
     folder = Path(tempfile.mkdtemp(prefix="smsgate-bench-"))
     random.seed(7)
     try:
@@ -838,6 +854,9 @@ async def bench(args: argparse.Namespace) -> Report:
         else:
             await asyncio.to_thread(shutil.rmtree, folder)
     report.seconds = time.monotonic() - began
+    stolen, total = (after - before for after, before in zip(cpu_ticks(), (stolen_before, total_before),
+                                                             strict=True))
+    report.stolen = stolen / total if total else None
     return report
 
 

@@ -74,6 +74,10 @@ class Counters:
     handler_errors: int = 0
 
 
+def _log_receipt(outbox_id: int, receipt: pdu.Receipt) -> None:
+    log.info("dlr", extra={"outbox_id": outbox_id, "stat": receipt.stat, "err": receipt.err})
+
+
 @functools.lru_cache(maxsize=65536)
 def _normalised(source: str) -> str:
     """A sender's address in E.164, or as it came; cached: parsing costs more than the rest of a text."""
@@ -243,11 +247,12 @@ class Gateway:
                 if whole is not None:
                     texts.append(self._new_inbound(part, "".join(whole), at))
             ids = messages.store_inbound_sync(db, texts, since, repeated)
-            receipt_ids = messages.store_receipts_sync(db, new_receipts, at)
+            # Matched first, so that each receipt is stored with its message in one INSERT.
             matched = messages.match_receipts_sync(db, [
-                messages.ReceiptMatch(receipt_id, key_set, receipt.stat, receipt.err, at)
-                for receipt_id, key_set, receipt in zip(receipt_ids, keys, parsed, strict=True)
-            ])
+                messages.ReceiptMatch(0, key_set, receipt.stat, receipt.err, at)
+                for key_set, receipt in zip(keys, parsed, strict=True)
+            ], link=False)
+            receipt_ids = messages.store_receipts_sync(db, new_receipts, at, matched)
             return ids, receipt_ids, matched
 
         ids, receipt_ids, matched = await self.store.write(write)
@@ -257,8 +262,11 @@ class Gateway:
             for receipt_id, receipt, message, key_set, outbox_id in zip(
                 receipt_ids, parsed, receipts, keys, matched, strict=True
             ):
+                if outbox_id is not None:
+                    _log_receipt(outbox_id, receipt)  # the usual case: no orphan to make
+                    continue
                 orphan = _Orphan(receipt_id, self._phone_of(message), receipt, key_set, at, give_up_at)
-                self._matched(orphan, outbox_id)
+                self._matched(orphan, None)
         return ids
 
     def _note_acked(self, ids: list[int]) -> None:
@@ -279,7 +287,7 @@ class Gateway:
     def _matched(self, orphan: _Orphan, outbox_id: int | None) -> None:
         receipt = orphan.receipt
         if outbox_id is not None:
-            log.info("dlr", extra={"outbox_id": outbox_id, "stat": receipt.stat, "err": receipt.err})
+            _log_receipt(outbox_id, receipt)
             return
         if not orphan.settled_doubt:
             orphan.settled_doubt = self._claim_doubt(orphan)
@@ -518,11 +526,18 @@ class Gateway:
             builders.append((number, build, bytes((coding,)) + data))
         if row.id in self._startup_doubts:
             first: list[tuple[int, bytes] | None] = [None] * len(builders)  # all in doubt
-        elif len(builders) == 1:
-            first = [await self._try_submit(builders[0][1])]
+        elif builders:
+            # All parts on the wire at once, in order, each waiting for its own answer: the first
+            # right here (it is written before the others' tasks start), the rest in tasks.
+            rest = [asyncio.ensure_future(self._try_submit(b)) for _n, b, _c in builders[1:]]
+            try:
+                head = await self._try_submit(builders[0][1])
+            except BaseException:
+                await asyncio.gather(*rest, return_exceptions=True)
+                raise
+            first = [head, *[await task for task in rest]]
         else:
-            # All parts on the wire at once (in order); each waits for its own answer.
-            first = list(await asyncio.gather(*(self._try_submit(b) for _n, b, _c in builders)))
+            first = []
         refused = ""
         for (number, builder, coded), answer in zip(builders, first, strict=True):
             if answer is None:

@@ -262,8 +262,10 @@ def decode_text(data_coding: int, payload: bytes) -> tuple[str, bool]:
 
 def decode_sm(pdu: bytes) -> ShortMessage:
     """Parse a deliver_sm or submit_sm body; raises PduError on anything malformed."""
-    header = parse_header(pdu)
-    limit = min(header.length, len(pdu))
+    if len(pdu) < HEADER_LENGTH:
+        raise PduError("short header")
+    length, command_id, _status, sequence = HEADER.unpack_from(pdu)
+    limit = min(length, len(pdu))
     try:
         index = HEADER_LENGTH
         service_type, index = _c_string(pdu, index, limit)
@@ -309,7 +311,7 @@ def decode_sm(pdu: bytes) -> ShortMessage:
             concat = Concat(ref, total, number)
     text, is_text = decode_text(data_coding, payload)
     return ShortMessage(
-        command_id=header.command_id, sequence=header.sequence, service_type=service_type,
+        command_id=command_id, sequence=sequence, service_type=service_type,
         source=source, source_ton=source_ton, source_npi=source_npi,
         destination=destination, dest_ton=dest_ton, dest_npi=dest_npi,
         esm_class=esm_class, registered_delivery=registered_delivery, data_coding=data_coding,

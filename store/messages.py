@@ -377,15 +377,23 @@ async def store_receipts(
     return await in_thread(db, store_receipts_sync, receipts, at)
 
 
-def store_receipts_sync(db: sqlite3.Connection, receipts: Sequence[NewReceipt], at: float) -> list[int]:
+def store_receipts_sync(
+    db: sqlite3.Connection, receipts: Sequence[NewReceipt], at: float,
+    outbox_ids: Sequence[int | None] | None = None,
+) -> list[int]:
+    """Keep receipts, with the message each names when already matched (match_receipts_sync with
+    link=False); their ids, in order."""
     if not receipts:
         return []
     first = _next_id(db, "receipts")
     ids = list(range(first, first + len(receipts)))
+    links = outbox_ids if outbox_ids is not None else [None] * len(receipts)
     db.executemany(
-        "INSERT INTO receipts (id, smsc_id, stat, err, body, received_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(receipt_id, receipt.smsc_id[:100], receipt.stat[:20], receipt.err[:20], receipt.body[:500], at)
-         for receipt_id, receipt in zip(ids, receipts, strict=True)],
+        "INSERT INTO receipts (id, smsc_id, stat, err, body, received_at, outbox_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(receipt_id, receipt.smsc_id[:100], receipt.stat[:20], receipt.err[:20], receipt.body[:500], at,
+          outbox_id)
+         for receipt_id, receipt, outbox_id in zip(ids, receipts, links, strict=True)],
     )
     return ids
 
@@ -417,7 +425,11 @@ async def match_receipts(
     return await in_thread(db, match_receipts_sync, receipts)
 
 
-def match_receipts_sync(db: sqlite3.Connection, receipts: Sequence[ReceiptMatch]) -> list[int | None]:
+def match_receipts_sync(
+    db: sqlite3.Connection, receipts: Sequence[ReceiptMatch], link: bool = True
+) -> list[int | None]:
+    """match_receipts inside a write transaction. link=False: the receipts are not stored yet
+    (their receipt_id is not read); the caller stores them with the outbox ids returned."""
     key_lists = [sorted(set(receipt.keys)) for receipt in receipts]
     # Of the parts a key names, the newest message wins (an SMSC may reuse ids after a while).
     best: dict[str, tuple[int, int]] = {}
@@ -445,7 +457,7 @@ def match_receipts_sync(db: sqlite3.Connection, receipts: Sequence[ReceiptMatch]
         if state is not None:  # intermediate (ENROUTE, ACCEPTD): nothing final to record yet
             finals.append((state, receipt.at, outbox_id, part_no))
             last[outbox_id] = receipt
-    if links:
+    if links and link:
         db.executemany("UPDATE receipts SET outbox_id = ? WHERE id = ?", links)
     if not finals:
         return matched

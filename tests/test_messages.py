@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -87,6 +88,30 @@ async def test_receipts_in_one_batch_settle_a_message_once_every_part_is_final(s
     assert matched == [outbox_id, outbox_id, None]
     rows = await store.db.execute_fetchall("SELECT state FROM outbox WHERE id = ?", (outbox_id,))
     assert [row[0] for row in rows] == ["delivered"]
+
+
+async def test_receipts_matched_before_they_are_stored_keep_their_message(store: Store) -> None:
+    """The gateway's order: match (link=False), then store each receipt with its message."""
+    [(outbox_id, _item)] = await store.write(
+        messages.enqueue_rows_sync, [messages.NewOutgoing("m", PHONE, "short", 1)], now()
+    )
+    await store.write(messages.record_submitted_sync,
+                      [messages.PartResult(outbox_id, 1, "B7", ("s:b7",), now())], [(outbox_id, now())])
+    new = [messages.NewReceipt(smsc_id, "DELIVRD", "000", "") for smsc_id in ("B7", "nothing")]
+
+    def write(db: sqlite3.Connection) -> tuple[list[int | None], list[int]]:
+        matched = messages.match_receipts_sync(db, [
+            messages.ReceiptMatch(0, (key,), "DELIVRD", "000", now()) for key in ("s:b7", "s:nothing")
+        ], link=False)
+        return matched, messages.store_receipts_sync(db, new, now(), matched)
+
+    matched, receipt_ids = await store.write(write)
+    assert matched == [outbox_id, None]
+    rows = await store.db.execute_fetchall(
+        "SELECT id, outbox_id FROM receipts ORDER BY id")
+    assert [tuple(row) for row in rows] == [(receipt_ids[0], outbox_id), (receipt_ids[1], None)]
+    state = await store.db.execute_fetchall("SELECT state FROM outbox WHERE id = ?", (outbox_id,))
+    assert [row[0] for row in state] == ["delivered"]
 
 
 async def test_in_lists_longer_than_one_statement_are_read_whole(store: Store) -> None:
