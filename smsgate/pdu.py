@@ -428,7 +428,13 @@ def gsm_septets(text: str) -> int:
 
 
 def count_parts(text: str) -> int:
-    """How many SMS parts a text costs."""
+    """How many SMS parts a text costs (what split_text would make of it)."""
+    if not is_gsm(text):
+        octets = len(text.encode("utf-16-be"))
+        if octets <= UCS2_SINGLE_LIMIT * 2:
+            return 1
+        if octets == 2 * len(text):  # no surrogate pairs, so no part is cut short
+            return -(-octets // UCS2_PART_OCTETS)
     return len(split_text(text, reference=0))
 
 

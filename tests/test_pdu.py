@@ -313,3 +313,11 @@ def test_standard_receipts_read_in_one_match_as_field_by_field(text: str) -> Non
         by_field.setdefault(match.group(1).lower(), match.group(2).strip())
     assert pdu.receipt_fields(text) == by_field
     assert by_field["id"] == "42" or len(by_field["id"]) > 2
+
+
+@pytest.mark.parametrize("text", [
+    "Д" * 70, "Д" * 71, "Д" * 134, "Д" * 135, "Д" * 2000, "Долг: 1 234,56 руб.\n" * 9,
+    "A" * 160, "A" * 161, "€" * 80, "😀" * 40, "Д" * 66 + "😀" * 3,
+])
+def test_count_parts_is_what_split_text_makes(text: str) -> None:
+    assert pdu.count_parts(text) == len(pdu.split_text(text, reference=0))
