@@ -160,11 +160,6 @@ def mark_acked_sync(db: sqlite3.Connection, ids: Iterable[int]) -> None:
     db.executemany("UPDATE inbox SET acked = 1 WHERE id = ?", [(i,) for i in ids])
 
 
-async def mark_unacked_acked(db: aiosqlite.Connection) -> None:
-    """At start-up every stored text counts as answered once we reconnect and see no redelivery."""
-    await db.execute("UPDATE inbox SET acked = 1 WHERE acked = 0 AND state != 'new'")
-
-
 async def pending_inbound(db: aiosqlite.Connection, limit: int = 1000) -> list[Inbound]:
     async with db.execute(
         "SELECT id, phone, text, data_coding, raw, channel, received_at, extra FROM inbox"
