@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
-import os
 import secrets
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from passlib.hash import argon2
@@ -21,19 +18,7 @@ PASSWORD_LENGTH = 10
 # few tens of milliseconds on two cores, so a burst of ПАРОЛЬ requests cannot stall the gateway.
 ARGON2 = argon2.using(type="ID", memory_cost=19456, rounds=2, parallelism=1)
 
-# Hashing threads run at a lower CPU priority than the event loop (a higher nice value, per
-# thread on Linux): when a ПАРОЛЬ flood and a БАЛАНС flood come together, a hash waits for the
-# core rather than every other resident's answer waiting behind the hashes.
-HASH_NICE = 10
-
-
-def _lower_priority() -> None:
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed: run as is
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0)
-                       + HASH_NICE)
-
-
-_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2", initializer=_lower_priority)
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
 
 
 def new_password() -> str:

@@ -6,7 +6,6 @@ Scripts read like the service's transcript: `phone > text` and the replies that 
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -208,11 +207,3 @@ async def test_replies_come_from_the_service_number_in_ucs2(gate: Harness) -> No
     async with gate.store.db.execute("SELECT count(*) FROM receipts WHERE outbox_id IS NULL") as cursor:
         assert (await cursor.fetchone())[0] == 0
 
-
-async def test_password_hashing_yields_the_cpu_to_the_event_loop() -> None:
-    """Hashing threads run niced (per thread, as Linux allows), so a ПАРОЛЬ flood cannot starve
-    every other answer."""
-    await security.hash_password("warm-the-pool-1")
-    loop = asyncio.get_running_loop()
-    hashing = await loop.run_in_executor(security._POOL, os.getpriority, os.PRIO_PROCESS, 0)
-    assert hashing >= min(19, os.getpriority(os.PRIO_PROCESS, 0) + security.HASH_NICE)
