@@ -564,22 +564,25 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
             f" number over the rate ({g.rate:,.0f} replies/s here) and grows as the machine slows."
             f" The aiosmpplib echo's own p99 at saturation in the same run was {ms(rr.p(0.99))}."
         )
-    if mixed.p(0.99, "balance") > 2 * g.p(0.99):
+    at_rate = mixed_fixed.p(0.99, "balance") / max(fixed.p(0.99), 0.001)
+    at_saturation = mixed.p(0.99, "balance") / max(g.p(0.99), 0.001)
+    if at_rate > 2 or at_saturation > 2:
         report.notes.append(
-            f"**{share} Пароль at saturation: Баланс p99 {ms(mixed.p(0.99, 'balance'))} against"
-            f" {ms(g.p(0.99))} (target 2x).** A Пароль is an argon2id hash (m=19 MiB, t=2, p=1,"
-            " OWASP's minimum; about 40 ms of CPU here) in a two-thread pool off the event loop."
-            f" {share} of a saturating flood is more hashing than the one core left to the gateway"
-            " can do besides the loop: the hashing threads take CPU from the loop, the whole run"
-            " slows to"
-            f" {mixed.rate:,.0f} replies/s, Пароль waits (p99 {ms(mixed.p(0.99, 'password'))}),"
+            f"**{share} Пароль: Баланс p99 {at_rate:.1f}x the pure run at {sizes.rate:.0f} texts/s,"
+            f" {at_saturation:.1f}x at saturation (target 2x).** A Пароль is an argon2id hash"
+            " (m=19 MiB, t=2, p=1, OWASP's minimum; about 40 ms of CPU here) in a two-thread pool"
+            " off the event loop. The hashing threads take CPU from the loop on a machine whose"
+            " other core runs the load: at saturation the whole run slows to"
+            f" {mixed.rate:,.0f} replies/s and Пароль waits (p99 {ms(mixed.p(0.99, 'password'))}),"
             " and so does a Баланс from the same phone behind it (a phone's texts are answered in"
-            f" order). At {sizes.rate:.0f} texts/s the same share meets the target."
+            f" order); at {sizes.rate:.0f} texts/s a Баланс that comes while a hash runs waits for"
+            " the core. Both are ratios of tails measured minutes apart on a host whose speed"
+            " drifts (see the stolen CPU above)."
         )
     report.target(
         f"{share} Пароль at {sizes.rate:.0f} texts/s: Баланс p99",
         f"{ms(mixed_fixed.p(0.99, 'balance'))} vs {ms(fixed.p(0.99))} pure"
-        f" ({mixed_fixed.p(0.99, 'balance') / max(fixed.p(0.99), 0.001):.1f}x); Пароль p99"
+        f" ({at_rate:.1f}x); Пароль p99"
         f" {ms(mixed_fixed.p(0.99, 'password'))}",
         "<= 2x pure", mixed_fixed.p(0.99, "balance") <= 2 * fixed.p(0.99))
     report.target(
