@@ -115,6 +115,21 @@ def _deliver_sm(
     return pdu.HEADER.pack(pdu.HEADER_LENGTH + len(body), pdu.DELIVER_SM, 0, 0) + body
 
 
+def take_pdus(buffer: bytearray, data: bytes) -> list[bytes]:
+    """Append what arrived to buffer; take out and return the whole PDUs in it, in order."""
+    buffer += data
+    pdus: list[bytes] = []
+    offset = 0
+    while len(buffer) - offset >= pdu.HEADER_LENGTH:
+        length = int.from_bytes(buffer[offset : offset + 4], "big")
+        if len(buffer) - offset < length:
+            break
+        pdus.append(bytes(buffer[offset : offset + length]))
+        offset += length
+    del buffer[:offset]
+    return pdus
+
+
 class _Reply:
     """Parts of one reply seen so far."""
 
@@ -285,16 +300,8 @@ class LoadSmsc(asyncio.Protocol):
             self._done.set_exception(ConnectionError("the ESME went away during a run"))
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        offset = 0
-        while len(buffer) - offset >= pdu.HEADER_LENGTH:
-            length = int.from_bytes(buffer[offset : offset + 4], "big")
-            if len(buffer) - offset < length:
-                break
-            self._handle(bytes(buffer[offset : offset + length]))
-            offset += length
-        del buffer[:offset]
+        for raw in take_pdus(self._buffer, data):
+            self._handle(raw)
         self._pump()
 
     def _handle(self, raw: bytes) -> None:
@@ -431,16 +438,8 @@ class EchoEsme(asyncio.Protocol):
         self.lost.set()
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        offset = 0
-        while len(buffer) - offset >= pdu.HEADER_LENGTH:
-            length = int.from_bytes(buffer[offset : offset + 4], "big")
-            if len(buffer) - offset < length:
-                break
-            self._handle(bytes(buffer[offset : offset + length]))
-            offset += length
-        del buffer[:offset]
+        for raw in take_pdus(self._buffer, data):
+            self._handle(raw)
 
     def _handle(self, raw: bytes) -> None:
         assert self._transport is not None

@@ -981,13 +981,19 @@ def create_control_app(simulator: Simulator) -> web.Application:
     return app
 
 
-async def _post_mo(request: web.Request) -> web.Response:
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, or a 400 that says what is wrong with it."""
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise _ControlError(400, "body must be JSON") from None
     if not isinstance(body, dict):
         raise _ControlError(400, "body must be a JSON object")
+    return body
+
+
+async def _post_mo(request: web.Request) -> web.Response:
+    body = await _json_object(request)
     phone = body.get("phone")
     text = body.get("text")
     wait = body.get("wait", 5.0)
@@ -1016,12 +1022,7 @@ async def _post_mo(request: web.Request) -> web.Response:
 
 async def _post_ussd(request: web.Request) -> web.Response:
     """One USSD step: {"phone", "text", "session", "op", "reply", "wait"} -> {"reply": screen}."""
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _ControlError(400, "body must be JSON") from None
-    if not isinstance(body, dict):
-        raise _ControlError(400, "body must be a JSON object")
+    body = await _json_object(request)
     phone, text = body.get("phone"), body.get("text", "")
     session, op, reply = body.get("session"), body.get("op"), body.get("reply", True)
     wait = body.get("wait", 10.0)

@@ -45,3 +45,14 @@ def test_smoke_run_writes_a_report_with_every_scenario(tmp_path: Path) -> None:
         assert found and int(found[1].replace(",", "")) > 0, label
     assert "Replies that did not match their text, and deliver_sm refused: 0." in report
     assert re.search(r"Import of 2,000 charge rows .* \| [\d.]+ s", report)
+
+
+def test_take_pdus_keeps_a_partial_pdu_for_the_next_read() -> None:
+    from smsgate import loadgen, pdu
+
+    first, second = pdu.enquire_link_resp(1), pdu.deliver_sm_resp(2)
+    buffer = bytearray()
+    assert loadgen.take_pdus(buffer, first + second[:5]) == [first]
+    assert bytes(buffer) == second[:5]
+    assert loadgen.take_pdus(buffer, second[5:]) == [second]
+    assert buffer == bytearray()
