@@ -81,6 +81,16 @@ async def store(config: Config, demo_file: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
+async def empty_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store with the schema only, at the default `synchronous = FULL` (the gateway's writes)."""
+    opened = await Store.open(tmp_path / "empty.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
 async def demo(store: Store) -> list[DemoAccount]:
     """The three demo accounts: with debts, with an overpayment, paid up."""
     # A second call returns the accounts the first one loaded.

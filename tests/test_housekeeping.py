@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from smsgate import housekeeping
@@ -16,12 +13,8 @@ DAY = 86400.0
 
 
 @pytest.fixture
-async def db_store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(tmp_path / "h.db")
-    try:
-        yield store
-    finally:
-        await store.close()
+def db_store(empty_store: Store) -> Store:
+    return empty_store  # not conftest's demo store
 
 
 async def test_sweep_blanks_old_bodies_and_keeps_recent_ones(db_store: Store) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -15,12 +13,8 @@ PHONE = "+79031234567"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "m.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def store(empty_store: Store) -> Store:
+    return empty_store  # not conftest's demo store
 
 
 def text(body: str, phone: str = PHONE) -> messages.NewInbound:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -15,12 +13,8 @@ from store.db import Store, in_thread, now
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "s.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def store(empty_store: Store) -> Store:
+    return empty_store  # not conftest's demo store
 
 
 def insert(db: sqlite3.Connection, key: str) -> int:
