@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -169,13 +169,18 @@ async def pending_inbound(db: aiosqlite.Connection, limit: int = 1000) -> list[I
 
 
 async def get_inbound(db: aiosqlite.Connection, ids: Sequence[int]) -> list[Inbound]:
-    found: list[Inbound] = []
+    rows = await _rows_with_ids(
+        db, "SELECT id, phone, text, data_coding, raw, channel, received_at, extra FROM inbox"
+        " WHERE id IN ({marks}) AND state = 'new' ORDER BY id", ids,
+    )
+    return [Inbound(*row) for row in rows]
+
+
+async def _rows_with_ids(db: aiosqlite.Connection, sql: str, ids: Sequence[int]) -> list[Any]:
+    """Rows of sql (its IN list written `{marks}`) for every id, a statement per chunk of ids."""
+    found: list[Any] = []
     for marks, chunk in _in_lists(ids):
-        rows = await db.execute_fetchall(
-            "SELECT id, phone, text, data_coding, raw, channel, received_at, extra FROM inbox"
-            f" WHERE id IN ({marks}) AND state = 'new' ORDER BY id", chunk,
-        )
-        found += [Inbound(*row) for row in rows]
+        found += await db.execute_fetchall(sql.format(marks=marks), chunk)
     return found
 
 
@@ -289,14 +294,11 @@ async def queued(db: aiosqlite.Connection, after_id: int = 0, limit: int = 1000)
 
 
 async def get_outgoing(db: aiosqlite.Connection, ids: Sequence[int]) -> list[Outgoing]:
-    found: list[Outgoing] = []
-    for marks, chunk in _in_lists(ids):
-        rows = await db.execute_fetchall(
-            "SELECT id, phone, text, kind, extra, created_at FROM outbox"
-            f" WHERE id IN ({marks}) AND state = 'queued' ORDER BY id", chunk,
-        )
-        found += [Outgoing(*row) for row in rows]
-    return found
+    rows = await _rows_with_ids(
+        db, "SELECT id, phone, text, kind, extra, created_at FROM outbox"
+        " WHERE id IN ({marks}) AND state = 'queued' ORDER BY id", ids,
+    )
+    return [Outgoing(*row) for row in rows]
 
 
 @dataclass(slots=True)
@@ -487,12 +489,11 @@ async def recorded_parts(db: aiosqlite.Connection, outbox_id: int) -> set[int]:
 async def recorded_parts_of(db: aiosqlite.Connection, outbox_ids: Sequence[int]) -> dict[int, set[int]]:
     """Parts the SMSC accepted already, per message (only messages with some are keys)."""
     found: dict[int, set[int]] = {}
-    for marks, chunk in _in_lists(outbox_ids):
-        rows = await db.execute_fetchall(
-            f"SELECT outbox_id, part_no FROM outbox_parts WHERE outbox_id IN ({marks})", chunk
-        )
-        for row in rows:
-            found.setdefault(int(row[0]), set()).add(int(row[1]))
+    rows = await _rows_with_ids(
+        db, "SELECT outbox_id, part_no FROM outbox_parts WHERE outbox_id IN ({marks})", outbox_ids
+    )
+    for row in rows:
+        found.setdefault(int(row[0]), set()).add(int(row[1]))
     return found
 
 
