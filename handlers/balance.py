@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import ClassVar
 
 from handlers.base import Context, Handler, Reply
@@ -39,7 +40,13 @@ class BalanceHandler(Handler):
     help = texts.HELP_BALANCE
 
     async def handle(self, ctx: Context) -> list[Reply]:
-        found = await ctx.services.debts_of_phone(ctx.phone)
+        return self._replies(await ctx.services.debts_of_phone(ctx.phone))
+
+    def handle_now(self, ctx: Context, db: sqlite3.Connection) -> list[Reply]:
+        return self._replies(ctx.services.debts_of_phone_now(db, ctx.phone))
+
+    @staticmethod
+    def _replies(found: list[AccountDebts] | None) -> list[Reply]:
         if found is None:
             return [Reply(texts.NOT_REGISTERED)]
         if not found:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from smsgate.services import Services
 
 
@@ -42,3 +44,13 @@ class Handler(ABC):
     @abstractmethod
     async def handle(self, ctx: Context) -> list[Reply]:
         """The replies to one text; an empty list means no answer at all."""
+
+    def handle_now(self, ctx: Context, db: sqlite3.Connection) -> list[Reply] | None:
+        """The same replies, right away, or None (the default): this text needs `handle`.
+
+        For commands that only read committed data (БАЛАНС) or nothing (ПОМОЩЬ): the gateway
+        answers those inside the transaction that stores the text, reading through `db`, so the
+        text and its reply cost one commit instead of two. Nothing here may wait, write, send or
+        take long: it runs on the event loop with the store's write lock held.
+        """
+        return None

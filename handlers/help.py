@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import ClassVar
 
 from handlers.base import Context, Handler, Reply
@@ -16,4 +17,7 @@ class HelpHandler(Handler):
     help = texts.HELP
 
     async def handle(self, ctx: Context) -> list[Reply]:
+        return [Reply(texts.HELP)]
+
+    def handle_now(self, ctx: Context, db: sqlite3.Connection) -> list[Reply]:
         return [Reply(texts.HELP)]

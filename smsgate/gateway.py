@@ -16,12 +16,12 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from handlers import HANDLERS
 from smsgate import logs, pdu, phone, ussd
 from smsgate.config import Config
-from smsgate.router import Router
+from smsgate.router import Routed, Router
 from smsgate.services import Services
 from smsgate.session import Inbound, LinkDown, SmppSession
 from store import messages
@@ -55,6 +55,15 @@ class _Answer:
     handler: str
     ok: bool
     outgoing: list[messages.NewOutgoing]
+
+
+@dataclass
+class _Quick:
+    """What the inbound transaction did besides storing: texts answered in it, and phones held."""
+
+    answered: set[int] = field(default_factory=set)
+    queued: list[tuple[int, messages.NewOutgoing]] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
 
 
 _Pending = tuple[
@@ -125,6 +134,9 @@ class Gateway:
         self._route_slots = asyncio.Semaphore(ROUTE_LIMIT)
         self._routed: list[_Answer] = []
         self._routed_ready = asyncio.Event()
+        # Texts stored and not yet answered, per phone: while a phone has one, its next texts wait
+        # their turn in the processor even when they could be answered at once (replies in order).
+        self._unanswered: dict[str, int] = {}
         # Backpressure, so that memory and latency stay bounded when texts come faster than
         # replies can be submitted: texts taken for routing and not yet committed, and replies
         # queued by the processor and not yet submitted. Past their limits the processor stops
@@ -140,6 +152,7 @@ class Gateway:
     async def start(self) -> None:
         for item in await messages.pending_inbound(self.store.db, limit=1_000_000):
             self._to_process.put_nowait(item.id)
+            self._hold(item.phone)
         # The first queued message of each phone may have been on the wire when we stopped.
         self._startup_doubts = set(await messages.first_queued_per_phone(self.store.db))
         self._wake_scan.set()
@@ -193,17 +206,20 @@ class Gateway:
             else:
                 texts.append(self._new_inbound(item, item.text, at))
         since = at - self.config.limits.redelivery_window_seconds
-        # A receipt can overtake the group commit of its submit_sm_resp: write those first.
-        pending = self._take_results() if receipts else None
+        # A receipt can overtake the group commit of its submit_sm_resp: write those first. Texts
+        # acknowledged since the last commit are always recorded first: a text the same as one of
+        # them is the resident's next text, not the SMSC delivering that one again.
+        pending = self._take_results() if receipts else self._take_acks()
         repeated: list[int] = []  # stored texts this batch repeats (redeliveries)
+        quick = _Quick()
         try:
-            ids = await self._write_inbound(texts, parts, receipts, pending, at, since, repeated)
+            ids = await self._write_inbound(texts, parts, receipts, pending, at, since, repeated, quick)
         except BaseException:
-            if pending is not None:
-                self._restore_results(pending)  # not written: the next commit takes them
+            self._restore_results(pending)  # not written: the next commit takes them
+            for held in quick.held:
+                self._release(held)
             raise
-        if pending is not None:
-            self._results_written(pending)
+        self._results_written(pending)
         for item_id, stored in zip(ids, texts, strict=True):
             if item_id is None:
                 self.counters.redelivered += 1
@@ -212,6 +228,8 @@ class Gateway:
             self.counters.received += 1
             log.info("sms_in", extra={"msisdn": stored.phone, "inbox_id": item_id,
                                       "chars": len(stored.text), "coding": stored.data_coding})
+            if item_id in quick.answered:
+                continue  # answered in the same transaction
             if stored.phone:
                 self._to_process.put_nowait(messages.Inbound(
                     item_id, stored.phone, stored.text, stored.data_coding, stored.raw, stored.channel,
@@ -221,13 +239,16 @@ class Gateway:
                 log.warning("pdu_kept_unanswerable", extra={"inbox_id": item_id})
         fresh = [item_id for item_id in ids if item_id is not None] + repeated
         if fresh:
-            # Acknowledged as soon as the sink returns; recorded in the next transaction.
-            asyncio.get_running_loop().call_soon(self._note_acked, fresh)
+            # Acknowledged as soon as the sink returns (the session answers the batch right
+            # after, with nothing in between); recorded in the next transaction.
+            self._note_acked(fresh)
+        if quick.queued:
+            self._queued(quick.queued, at)
 
     async def _write_inbound(
         self, texts: list[messages.NewInbound], parts: list[pdu.ShortMessage],
-        receipts: list[pdu.ShortMessage], pending: _Pending | None, at: float, since: float,
-        repeated: list[int],
+        receipts: list[pdu.ShortMessage], pending: _Pending, at: float, since: float,
+        repeated: list[int], quick: _Quick,
     ) -> list[int | None]:
         parsed = [pdu.parse_receipt(message) for message in receipts]
         new_receipts = [messages.NewReceipt(receipt.message_id, receipt.stat, receipt.err, message.text)
@@ -236,8 +257,7 @@ class Gateway:
 
         def write(db: sqlite3.Connection) -> tuple[list[int | None], list[int], list[int | None]]:
             # All of it in one transaction and one trip to the database thread.
-            if pending is not None:
-                self._write_results(db, pending)
+            self._write_results(db, pending)
             for part in parts:
                 assert part.concat is not None
                 whole = messages.store_part_sync(
@@ -247,6 +267,8 @@ class Gateway:
                 if whole is not None:
                     texts.append(self._new_inbound(part, "".join(whole), at))
             ids = messages.store_inbound_sync(db, texts, since, repeated)
+            if self.store.writes_on_loop:  # else this runs in another thread: gateway state stays out
+                self._answer_now(db, texts, ids, at, quick)
             # Matched first, so that each receipt is stored with its message in one INSERT.
             matched = messages.match_receipts_sync(db, [
                 messages.ReceiptMatch(0, key_set, receipt.stat, receipt.err, at)
@@ -268,6 +290,60 @@ class Gateway:
                 orphan = _Orphan(receipt_id, self._phone_of(message), receipt, key_set, at, give_up_at)
                 self._matched(orphan, None)
         return ids
+
+    def _answer_now(
+        self, db: sqlite3.Connection, texts: Sequence[messages.NewInbound],
+        ids: Sequence[int | None], at: float, quick: _Quick,
+    ) -> None:
+        """Inside the transaction that stores `texts`: answer those that can be answered at once.
+
+        A text whose handler answers at once (БАЛАНС, ПОМОЩЬ; `Handler.handle_now`) gets its reply
+        queued and its inbox row finished in this same transaction, so the text and its reply
+        cost one commit, not two. That is only done while its phone has no earlier text still
+        unanswered (replies go out in the order the texts came) and while the replies queued and
+        not yet submitted stay under what the processor itself lets through; every other text is
+        held for its phone (`_hold`) and goes to the processor.
+        """
+        room = self._answering_limit + PROCESS_BATCH - len(self._answering)
+        outgoing: list[messages.NewOutgoing] = []
+        done: list[tuple[int, str, str]] = []
+        for item_id, item in zip(ids, texts, strict=True):
+            if item_id is None or not item.phone:
+                continue  # a redelivery, or nobody to answer
+            routed = None
+            if item.channel == "sms" and room > 0 and item.phone not in self._unanswered:
+                routed = self.router.route_now(item.phone, item.text, db, readable=item.data_coding >= 0)
+            if routed is None:
+                self._hold(item.phone)
+                quick.held.append(item.phone)
+                continue
+            quick.answered.add(item_id)
+            done.append((item_id, "done" if routed.ok else "failed", routed.handler))
+            if item.phone.startswith("+"):
+                replies = self._outgoing(item_id, item.phone, routed)
+                room -= len(replies)
+                outgoing += replies
+        if done:
+            quick.queued = messages.enqueue_rows_sync(db, outgoing, at)
+            messages.finish_inbound_sync(db, done)
+
+    def _hold(self, who: str) -> None:
+        self._unanswered[who] = self._unanswered.get(who, 0) + 1
+
+    def _release(self, who: str) -> None:
+        left = self._unanswered.get(who, 0) - 1
+        if left > 0:
+            self._unanswered[who] = left
+        else:
+            self._unanswered.pop(who, None)
+
+    @staticmethod
+    def _outgoing(item_id: int, who: str, routed: Routed) -> list[messages.NewOutgoing]:
+        return [
+            messages.NewOutgoing(f"in:{item_id}:{number}", who, reply.text,
+                                 pdu.count_parts(reply.text), "secret" if reply.secret else "reply")
+            for number, reply in enumerate(routed.replies)
+        ]
 
     def _note_acked(self, ids: list[int]) -> None:
         self._acked_pending.extend(ids)
@@ -364,13 +440,8 @@ class Gateway:
             self._processing -= 1
             asyncio.get_running_loop().call_later(1.0, self._to_process.put_nowait, item.id)
             return
-        outgoing: list[messages.NewOutgoing] = []
-        if item.phone.startswith("+"):  # else not a number we can answer (unparseable or foreign)
-            for number, reply in enumerate(routed.replies):
-                outgoing.append(messages.NewOutgoing(
-                    f"in:{item.id}:{number}", item.phone, reply.text, pdu.count_parts(reply.text),
-                    "secret" if reply.secret else "reply",
-                ))
+        # A phone not starting with + is not a number we can answer (unparseable or foreign).
+        outgoing = self._outgoing(item.id, item.phone, routed) if item.phone.startswith("+") else []
         self._routed.append(_Answer(item, routed.handler, routed.ok, outgoing))
         self._routed_ready.set()
 
@@ -422,6 +493,12 @@ class Gateway:
             self._restore_results(pending)
             raise
         self._results_written(pending)
+        for answer in answers:
+            self._release(answer.item.phone)
+        self._queued(queued, at)
+
+    def _queued(self, queued: list[tuple[int, messages.NewOutgoing]], at: float) -> None:
+        """Replies just committed: to the sender."""
         self.counters.replies_queued += len(queued)
         for outbox_id, item in queued:
             self._answering.add(outbox_id)
@@ -658,6 +735,10 @@ class Gateway:
         pending = (self._results, self._finished, self._failures, self._acked_pending)
         self._results, self._finished, self._failures, self._acked_pending = [], [], [], []
         return pending
+
+    def _take_acks(self) -> _Pending:
+        acked, self._acked_pending = self._acked_pending, []
+        return [], [], [], acked
 
     def _restore_results(self, pending: _Pending) -> None:
         results, finished, failures, acked = pending

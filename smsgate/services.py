@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -241,11 +242,14 @@ class Services:
 
     async def debts_of_phone(self, who: str) -> list[AccountDebts] | None:
         """Debts per provider for every account linked to the phone; None if not registered."""
+        # One indexed query, without a trip to another thread.
+        return await self.store.read(self.debts_of_phone_now, who)
+
+    @staticmethod
+    def debts_of_phone_now(db: sqlite3.Connection, who: str) -> list[AccountDebts] | None:
+        """`debts_of_phone` through a connection at hand (a handler's `handle_now`)."""
         today = local_today()
-        # The resident and all their debts in two indexed queries, without a trip to another thread.
-        balances = await self.store.read(
-            debts.of_phone_sync, who, today.strftime("%Y-%m"), today.isoformat()
-        )
+        balances = debts.of_phone_sync(db, who, today.strftime("%Y-%m"), today.isoformat())
         if balances is None:
             return None
         return [AccountDebts(item.account, item.address, item.lines) for item in balances]

@@ -281,6 +281,10 @@ class Store:
                 writer.execute(f"PRAGMA synchronous = {self.synchronous}")
                 writer.execute("PRAGMA foreign_keys = ON")
                 writer.execute("PRAGMA busy_timeout = 0")  # _begin waits, the loop does not
+                # The gateway answers БАЛАНС inside the transaction that stores the text, reading
+                # reference data through this connection: its cache, unlike the reader's, is not
+                # emptied by every commit (they are its own), so it keeps a big store's hot pages.
+                writer.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
                 # SQLite's automatic checkpoint runs inside the COMMIT that crosses 1000 pages of
                 # WAL, holding up every write meanwhile (tens of milliseconds of copying and
                 # fsync). _checkpoints does that copying in a thread of its own without the
@@ -313,6 +317,11 @@ class Store:
         finally:
             executor.shutdown()
             connection.close()
+
+    @property
+    def writes_on_loop(self) -> bool:
+        """Whether `write` runs its work on the event loop (a store with a file of its own)."""
+        return self._has_file()
 
     def _has_file(self) -> bool:
         return bool(self.path) and self.path != ":memory:" and not self.path.startswith("file:")

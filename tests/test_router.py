@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from handlers import HANDLERS, Context, Handler, Reply
+from smsgate import texts
 from smsgate.router import Router, fold
 
 
@@ -71,3 +74,33 @@ def test_every_fixed_text_fits_one_sms() -> None:
         value = getattr(texts, name)
         if name.isupper() and isinstance(value, str):
             assert pdu.count_parts(value.format(**values)) == 1, name
+
+
+def test_only_commands_that_answer_at_once_are_routed_now() -> None:
+    db = sqlite3.connect(":memory:")
+    now = router().route_now
+    for text in ("Пароль", "РЕГ 123 456", "Стоп", "Старт"):
+        assert now("+79031234567", text, db) is None, text  # these wait, write or send
+    helped = now("+79031234567", "что-то", db)
+    assert helped is not None and (helped.handler, helped.replies) == ("help", [Reply(texts.HELP)])
+    bare = now("+79031234567", "РЕГ", db)  # a bare keyword needing arguments gets its help
+    assert bare is not None and bare.replies[0].text == texts.HELP_REGISTER
+    unreadable = now("+79031234567", "\x00", db, readable=False)
+    assert unreadable is not None and unreadable.replies == [Reply(texts.UNREADABLE)]
+
+
+def test_a_failing_quick_answer_is_left_to_route() -> None:
+    class Broken(Handler):
+        name = "help"
+        keywords = ("сломано",)
+        help = "-"
+
+        async def handle(self, ctx: Context) -> list[Reply]:
+            return [Reply("later")]
+
+        def handle_now(self, ctx: Context, db: sqlite3.Connection) -> list[Reply] | None:
+            raise RuntimeError("no quick answer today")
+
+    assert Router([Broken()], _NoServices()).route_now(  # type: ignore[arg-type]
+        "+79031234567", "сломано", sqlite3.connect(":memory:")
+    ) is None

@@ -207,3 +207,53 @@ async def test_replies_come_from_the_service_number_in_ucs2(gate: Harness) -> No
     async with gate.store.db.execute("SELECT count(*) FROM receipts WHERE outbox_id IS NULL") as cursor:
         assert (await cursor.fetchone())[0] == 0
 
+
+
+async def test_balance_and_help_are_answered_in_the_transaction_that_stores_them(gate: Harness) -> None:
+    await register(gate)
+    [balance] = await gate.sms(RESIDENT, "Баланс")
+    assert balance.startswith("Долг на ")
+    assert await gate.sms(RESIDENT, "Помощь") == [texts.HELP]
+    [password] = await gate.sms(RESIDENT, "Пароль")
+    assert password.startswith("Ваш новый пароль: ")
+    async with gate.store.db.execute(
+        "SELECT i.text, i.state, i.handler, i.received_at, o.created_at FROM inbox i"
+        " JOIN outbox o ON o.request_key = 'in:' || i.id || ':0' WHERE i.phone = ? ORDER BY i.id",
+        (RESIDENT,),
+    ) as cursor:
+        rows = {text: (state, handler, received, created)
+                for text, state, handler, received, created in await cursor.fetchall()}
+    # Written by the same transaction as its text: the reply row bears the text's own timestamp.
+    assert rows["Баланс"] == ("done", "balance", rows["Баланс"][2], rows["Баланс"][2])
+    assert rows["Помощь"] == ("done", "help", rows["Помощь"][2], rows["Помощь"][2])
+    # ПАРОЛЬ hashes a password: routed by the processor after its text was committed.
+    state, handler, received, created = rows["Пароль"]
+    assert (state, handler) == ("done", "password") and created > received
+
+
+async def test_a_quick_answer_waits_for_the_earlier_text_of_its_phone(gate: Harness) -> None:
+    await register(gate)
+    start = len(gate.simulator.sent_to(RESIDENT))
+    # ПАРОЛЬ takes a hash of tens of milliseconds; БАЛАНС and ПОМОЩЬ could be answered at once,
+    # but their replies must not overtake the password's.
+    for text in ("Пароль", "Баланс", "Помощь"):
+        assert await gate.simulator.send_mo(RESIDENT, text) == [0]
+    sent = await gate.simulator.wait_sent(RESIDENT, start + 3)
+    replies = [message.text for message in sent[start:]]
+    assert replies[0].startswith("Ваш новый пароль: ")
+    assert replies[1].startswith("Долг на ") and replies[2] == texts.HELP
+    assert gate.gateway is not None and gate.gateway._unanswered == {}
+
+
+async def test_the_same_text_again_right_after_its_reply_is_answered_again(tmp_path: Path) -> None:
+    # A text's acknowledgement is recorded in the next transaction; a text the same as it must
+    # not be taken for the SMSC delivering it again. Receipts come late here, so that no commit
+    # of theirs records the acknowledgement first.
+    gate = await Harness(tmp_path, simulator_options={"receipt_delay": 2.0}).start()
+    try:
+        await register(gate)
+        [first] = await gate.sms(RESIDENT, "Баланс")
+        for _ in range(5):
+            assert await gate.sms(RESIDENT, "Баланс", timeout=3) == [first]
+    finally:
+        await gate.close()
