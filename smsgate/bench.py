@@ -268,6 +268,7 @@ class Link:
     name: str
     smsc: LoadSmsc
     process: Process
+    log: Path | None = None  # the gateway's log (an echo has none)
 
     async def run(self, texts: list[Text], rate: float | None = None,
                   classify: Callable[[str], str] | None = None) -> RunResult:
@@ -275,7 +276,16 @@ class Link:
         if result.refused or result.mismatched:
             print(f"  {self.name}: {result.refused} refused, {result.mismatched} mismatched"
                   f" {result.examples}", file=sys.stderr)
+            for line in self.errors():
+                print(f"  {self.name} logged: {line}", file=sys.stderr)
         return result
+
+    def errors(self, last: int = 5) -> list[str]:
+        """The gateway's last error events (with their tracebacks), to say why a reply was wrong."""
+        if self.log is None or not self.log.exists():
+            return []
+        lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        return [line[:4000] for line in lines if '"level": "error"' in line][-last:]
 
     async def close(self) -> None:
         await self.process.stop()
@@ -288,7 +298,7 @@ async def start_gateway(folder: Path, name: str, store: Path, receipts: bool = T
     config = write_config(folder, name, port, store)
     process = await Process.start(name, "-m", "smsgate", "--config", str(config), "run")
     await smsc.wait_bound(60)
-    return Link(name, smsc, process)
+    return Link(name, smsc, process, folder / f"{name}.log")
 
 
 async def start_echo(name: str, parts: int = 1, client: str = "lean", receipts: bool = True) -> Link:
@@ -536,8 +546,8 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
             " 0.6).** The echo answers a text with one 70-character part; the gateway's `Баланс`"
             f" reply is {g.parts_per_reply:.1f} parts, so for each text it writes that many"
             " submit_sm and, with receipts, reads that many receipts, where the echo writes and"
-            " reads one. Per text the gateway also stores the text before it acknowledges it,"
-            " reads the balance, stores the reply before it submits it, records each part's SMSC"
+            " reads one. Per text the gateway also stores the text and its reply (with the"
+            " balance read) before it acknowledges the one and submits the other, records each part's SMSC"
             " id and matches each receipt to its part (group commits, `synchronous = FULL`): at"
             f" saturation a reply every {1e6 / g.rate:,.0f} µs with receipts"
             f" ({1e6 / gb.rate if gb.rate else 0:,.0f} without), against the aiosmpplib echo's"
@@ -549,9 +559,10 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
     if fixed.p(0.99) >= 20:
         report.notes.append(
             f"**p99 at {sizes.rate:.0f} texts/s: {ms(fixed.p(0.99))} (target 20 ms; p50"
-            f" {ms(fixed.p(0.5))}).** A text waits for two group commits one after the other (the"
-            " text before its deliver_sm_resp, the reply before its submit_sm; `synchronous ="
-            " FULL`, each an fsync of the WAL), often behind the commit already under way; then"
+            f" {ms(fixed.p(0.5))}).** A `Баланс` and its reply are written in one group commit"
+            " (`synchronous = FULL`: an fsync of the WAL) before the deliver_sm_resp and the"
+            " submit_sm; at this rate, with a receipt for every part, the store commits nearly all"
+            " the time, so a text often waits for the commit already under way as well, and then"
             " for the submit_sm_resp of its parts (sent together). The aiosmpplib echo's own p99"
             f" at the same rate in the same run, {ms(series['raw_fixed'].p(0.99))}, with no store"
             " at all, shows how much of the tail this shared 2-core machine adds."
@@ -769,7 +780,9 @@ async def memory(report: Report, folder: Path, sizes: Sizes) -> None:
         "## Memory",
         "",
         f"Resident set size of the gateway process, sampled every 0.5 s over {sizes.memory_texts:,}"
-        " `Баланс` texts at saturation after the warm-up:",
+        " `Баланс` texts at saturation after the warm-up. The first half includes SQLite's page"
+        " caches filling up to their bound (32 MiB for the connection that writes and answers"
+        " `Баланс`, as much for the read connection); the verdict is on the second half:",
         "",
         "| Seconds | RSS, MiB |",
         "| --- | --- |",
@@ -785,7 +798,8 @@ async def memory(report: Report, folder: Path, sizes: Sizes) -> None:
 PROFILE_PARTS = (
     ("reading and decoding PDUs", "smsgate/session.py", "_read_loop"),
     ("storing texts and receipts, acknowledging", "smsgate/session.py", "_ack_loop"),
-    ("routing and handlers (БАЛАНС reads)", "smsgate/gateway.py", "_route_one"),
+    ("answered inside the inbound commit (БАЛАНС reads)", "smsgate/gateway.py", "_answer_now"),
+    ("routed by the processor (other commands)", "smsgate/gateway.py", "_route_one"),
     ("submitting replies", "smsgate/gateway.py", "_send_one"),
     ("group commits (SQL on the loop)", "store/db.py", "_write_groups"),
     ("logging (metrics count every event)", "logging/__init__.py", "info"),

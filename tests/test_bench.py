@@ -56,3 +56,13 @@ def test_take_pdus_keeps_a_partial_pdu_for_the_next_read() -> None:
     assert bytes(buffer) == second[:5]
     assert loadgen.take_pdus(buffer, second[5:]) == [second]
     assert buffer == bytearray()
+
+
+def test_a_wrong_reply_is_reported_with_the_gateways_errors(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
+    error = '{"ts": "t", "level": "error", "event": "handler_error", "exc": "Traceback: boom"}'
+    log.write_text('{"ts": "t", "level": "warning", "event": "bind_lost"}\n' + error + "\n",
+                   encoding="utf-8")
+    link = bench.Link("gateway", None, None, log)  # type: ignore[arg-type]
+    assert link.errors() == [error]
+    assert bench.Link("echo", None, None).errors() == []  # type: ignore[arg-type]
