@@ -312,7 +312,13 @@ class Gateway:
                 continue  # a redelivery, or nobody to answer
             routed = None
             if item.channel == "sms" and room > 0 and item.phone not in self._unanswered:
-                routed = self.router.route_now(item.phone, item.text, db, readable=item.data_coding >= 0)
+                try:
+                    routed = self.router.route_now(
+                        item.phone, item.text, db, readable=item.data_coding >= 0
+                    )
+                except Exception:
+                    # Never at the cost of the batch's commit: the processor takes the text.
+                    log.exception("answer_now_failed", extra={"msisdn": item.phone})
             if routed is None:
                 self._hold(item.phone)
                 quick.held.append(item.phone)

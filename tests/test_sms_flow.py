@@ -257,3 +257,20 @@ async def test_the_same_text_again_right_after_its_reply_is_answered_again(tmp_p
             assert await gate.sms(RESIDENT, "Баланс", timeout=3) == [first]
     finally:
         await gate.close()
+
+
+async def test_a_failing_quick_answer_leaves_the_text_to_the_processor(
+    gate: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert gate.gateway is not None
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("quick path broken")
+
+    monkeypatch.setattr(gate.gateway.router, "route_now", broken)
+    assert await gate.sms(RESIDENT, "Помощь") == [texts.HELP]  # stored, then routed as before
+    async with gate.store.db.execute(
+        "SELECT i.received_at < o.created_at FROM inbox i"
+        " JOIN outbox o ON o.request_key = 'in:' || i.id || ':0' WHERE i.phone = ?", (RESIDENT,),
+    ) as cursor:
+        assert [tuple(row) for row in await cursor.fetchall()] == [(1,)]
