@@ -15,7 +15,7 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from handlers import HANDLERS
@@ -55,6 +55,38 @@ class _Answer:
     handler: str
     ok: bool
     outgoing: list[messages.NewOutgoing]
+
+
+class _InTurn:
+    """Work one item after another per key (a phone's texts, a phone's replies), many keys at once,
+    at most `limit` items started and not finished in all."""
+
+    def __init__(self, limit: int) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._tails: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self, key: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Start work() once the key's earlier work is done; waits while `limit` are under way."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self._after(self._tails.get(key), work))
+        self._tails[key] = task
+        task.add_done_callback(functools.partial(self._done, key))
+
+    @staticmethod
+    async def _after(previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]]) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(previous)
+        await work()
+
+    def _done(self, key: str, task: asyncio.Task[None]) -> None:
+        self._slots.release()
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    def cancel(self) -> None:
+        for task in self._tails.values():
+            task.cancel()
 
 
 @dataclass
@@ -115,7 +147,7 @@ class Gateway:
         self._wake_scan = asyncio.Event()
         self._last_queued_id = 0
         self._scheduled: set[int] = set()  # queued to send or in flight, until recorded
-        self._phone_tails: dict[str, asyncio.Task[None]] = {}
+        self._sending = _InTurn(max(config.smsc.window * 4, 64))  # replies in order per phone
         self._recorded: dict[int, set[int]] = {}  # parts accepted before, of rows about to be sent
         self._results: list[messages.PartResult] = []
         self._finished: list[tuple[int, float]] = []
@@ -128,10 +160,8 @@ class Gateway:
         self._startup_doubts: set[int] = set()
         self._reference = itertools.count(int(time.time()) % 256)
         self._tasks: list[asyncio.Task[None]] = []
-        self._send_slots = asyncio.Semaphore(max(config.smsc.window * 4, 64))
         # Routing: tasks per phone (texts of one phone in order), results waiting for a commit.
-        self._route_tails: dict[str, asyncio.Task[None]] = {}
-        self._route_slots = asyncio.Semaphore(ROUTE_LIMIT)
+        self._routing = _InTurn(ROUTE_LIMIT)
         self._routed: list[_Answer] = []
         self._routed_ready = asyncio.Event()
         # Texts stored and not yet answered, per phone: while a phone has one, its next texts wait
@@ -172,8 +202,8 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for tail in [*self._phone_tails.values(), *self._route_tails.values()]:
-            tail.cancel()
+        self._sending.cancel()
+        self._routing.cancel()
         await self._flush_results()
 
     def wake_sender(self) -> None:
@@ -420,16 +450,9 @@ class Gateway:
             items.sort(key=lambda item: item.id)  # each phone's texts in the order they came
             self._processing += len(items)
             for item in items:
-                await self._route_slots.acquire()
-                previous = self._route_tails.get(item.phone)
-                task = asyncio.create_task(self._route_one(item, previous))
-                self._route_tails[item.phone] = task
-                task.add_done_callback(functools.partial(self._route_done, item.phone))
+                await self._routing.start(item.phone, functools.partial(self._route_one, item))
 
-    async def _route_one(self, item: messages.Inbound, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(previous)
+    async def _route_one(self, item: messages.Inbound) -> None:
         try:
             if item.channel == "ussd":
                 # A menu screen, and any SMS the menu sends, are outbox rows like replies.
@@ -450,11 +473,6 @@ class Gateway:
         outgoing = self._outgoing(item.id, item.phone, routed) if item.phone.startswith("+") else []
         self._routed.append(_Answer(item, routed.handler, routed.ok, outgoing))
         self._routed_ready.set()
-
-    def _route_done(self, who: str, task: asyncio.Task[None]) -> None:
-        self._route_slots.release()
-        if self._route_tails.get(who) is task:
-            del self._route_tails[who]
 
     async def _commit_loop(self) -> None:
         """Replies and inbox states of everything routed since the last commit, in one transaction."""
@@ -554,21 +572,9 @@ class Gateway:
                     self._answered(gone)
                 rows = sorted([*rows, *found], key=lambda row: row.id)
             for row in rows:
-                await self._send_slots.acquire()
-                previous = self._phone_tails.get(row.phone)
-                task = asyncio.create_task(self._send_one(row, previous))
-                self._phone_tails[row.phone] = task
-                task.add_done_callback(functools.partial(self._tail_done, row.phone))
+                await self._sending.start(row.phone, functools.partial(self._send_one, row))
 
-    def _tail_done(self, who: str, task: asyncio.Task[None]) -> None:
-        self._send_slots.release()
-        if self._phone_tails.get(who) is task:
-            del self._phone_tails[who]
-
-    async def _send_one(self, row: messages.Outgoing, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(previous)
+    async def _send_one(self, row: messages.Outgoing) -> None:
         try:
             await self._submit_message(row)
         except Exception:
