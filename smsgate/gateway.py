@@ -93,7 +93,7 @@ class _InTurn:
 class _Quick:
     """What the inbound transaction did besides storing: texts answered in it, and phones held."""
 
-    answered: set[int] = field(default_factory=set)
+    answered: dict[int, Routed] = field(default_factory=dict)
     queued: list[tuple[int, messages.NewOutgoing]] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
 
@@ -258,8 +258,10 @@ class Gateway:
             self.counters.received += 1
             log.info("sms_in", extra={"msisdn": stored.phone, "inbox_id": item_id,
                                       "chars": len(stored.text), "coding": stored.data_coding})
-            if item_id in quick.answered:
-                continue  # answered in the same transaction
+            routed = quick.answered.get(item_id)
+            if routed is not None:  # answered in the same transaction
+                self.router.log_handled(stored.phone, routed)
+                continue
             if stored.phone:
                 self._to_process.put_nowait(messages.Inbound(
                     item_id, stored.phone, stored.text, stored.data_coding, stored.raw, stored.channel,
@@ -353,7 +355,7 @@ class Gateway:
                 self._hold(item.phone)
                 quick.held.append(item.phone)
                 continue
-            quick.answered.add(item_id)
+            quick.answered[item_id] = routed
             done.append((item_id, "done" if routed.ok else "failed", routed.handler))
             if item.phone.startswith("+"):
                 replies = self._outgoing(item_id, item.phone, routed)

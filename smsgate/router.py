@@ -44,6 +44,7 @@ class Routed:
     handler: str
     replies: list[Reply]
     ok: bool = True
+    ms: float | None = None  # the handler's time, when a handler was asked (logged as sms_handled)
 
 
 class Router:
@@ -91,7 +92,9 @@ class Router:
             # One resident's failure must not stop the gateway; they are told to try again.
             log.exception("handler_error", extra={"msisdn": phone, "handler": handler.name})
             return Routed(handler.name, [Reply(texts.TEMPORARY_ERROR)], ok=False)
-        return self._handled(handler, phone, replies, started)
+        routed = self._handled(handler, replies, started)
+        self.log_handled(phone, routed)
+        return routed
 
     def route_now(
         self, phone: str, text: str, db: sqlite3.Connection, channel: str = "sms",
@@ -99,7 +102,8 @@ class Router:
     ) -> Routed | None:
         """`route` without waiting, for texts whose handler answers at once (`handle_now`), reading
         through `db`; None for every other text, and when the quick answer fails (`route` then
-        takes the text, and reports a failure of its own)."""
+        takes the text, and reports a failure of its own). Not logged here: the caller logs it
+        with `log_handled` once the text is stored, so that its `sms_in` comes first."""
         started = time.perf_counter()
         handler, ctx, early = self._prepare(phone, text, channel, readable)
         if early is not None:
@@ -111,7 +115,7 @@ class Router:
             return None
         if replies is None:
             return None
-        return self._handled(handler, phone, replies, started)
+        return self._handled(handler, replies, started)
 
     def _prepare(
         self, phone: str, text: str, channel: str, readable: bool
@@ -127,10 +131,11 @@ class Router:
         return handler, ctx, None
 
     @staticmethod
-    def _handled(handler: Handler, phone: str, replies: list[Reply], started: float) -> Routed:
-        log.info(
-            "sms_handled",
-            extra={"msisdn": phone, "handler": handler.name, "replies": len(replies),
-                   "ms": round((time.perf_counter() - started) * 1000, 1)},
-        )
-        return Routed(handler.name, replies)
+    def _handled(handler: Handler, replies: list[Reply], started: float) -> Routed:
+        return Routed(handler.name, replies, ms=round((time.perf_counter() - started) * 1000, 1))
+
+    @staticmethod
+    def log_handled(phone: str, routed: Routed) -> None:
+        if routed.ms is not None:
+            log.info("sms_handled", extra={"msisdn": phone, "handler": routed.handler,
+                                           "replies": len(routed.replies), "ms": routed.ms})

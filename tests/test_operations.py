@@ -79,6 +79,10 @@ async def test_log_lines_are_events_masked_and_free_of_secrets(gate: Harness, lo
     assert {"sms_in", "sms_handled", "sms_out", "dlr", "registered", "password_issued"} <= events
     handled = {record.get("handler") for record in records if record["event"] == "sms_handled"}
     assert {"register", "password", "balance", "stop", "start", "help"} <= handled
+    # Each text's arrival is logged before its handling, also when it is answered in the very
+    # transaction that stores it (БАЛАНС, ПОМОЩЬ).
+    flow = [record["event"] for record in records if record["event"] in ("sms_in", "sms_handled")]
+    assert len(flow) >= 14 and flow == ["sms_in", "sms_handled"] * (len(flow) // 2)
     out = [record for record in records if record["event"] == "sms_out"]
     assert all(record["msisdn"] == "+7903***4567" and "ms" in record for record in out)
     assert all(re.fullmatch(r"[a-z_]+", record["event"]) for record in records)
