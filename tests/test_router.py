@@ -15,6 +15,17 @@ class _NoServices:
     """Router.match never touches services."""
 
 
+class _Fake(Handler):
+    """A handler for the tests below: each sets its own name and keywords."""
+
+    name = "fake"
+    keywords: tuple[str, ...] = ()
+    help = "-"
+
+    async def handle(self, ctx: Context) -> list[Reply]:
+        return []
+
+
 def router() -> Router:
     return Router(HANDLERS, _NoServices())  # type: ignore[arg-type]
 
@@ -46,13 +57,9 @@ def test_fold_handles_mixed_scripts() -> None:
 
 
 def test_duplicate_keywords_are_refused() -> None:
-    class Twin(Handler):
+    class Twin(_Fake):
         name = "twin"
         keywords = ("баланс",)
-        help = "-"
-
-        async def handle(self, ctx: Context) -> list[Reply]:
-            return []
 
     with pytest.raises(ValueError, match="баланс"):
         Router([*HANDLERS, Twin()], _NoServices())  # type: ignore[arg-type]
@@ -90,13 +97,9 @@ def test_only_commands_that_answer_at_once_are_routed_now() -> None:
 
 
 def test_a_failing_quick_answer_is_left_to_route() -> None:
-    class Broken(Handler):
+    class Broken(_Fake):
         name = "help"
         keywords = ("сломано",)
-        help = "-"
-
-        async def handle(self, ctx: Context) -> list[Reply]:
-            return [Reply("later")]
 
         def handle_now(self, ctx: Context, db: sqlite3.Connection) -> list[Reply] | None:
             raise RuntimeError("no quick answer today")
