@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import aiosqlite
+
+from store.db import in_thread
 
 
 async def count(db: aiosqlite.Connection, key: str, since: float) -> int:
@@ -13,7 +17,12 @@ async def count(db: aiosqlite.Connection, key: str, since: float) -> int:
 
 
 async def record(db: aiosqlite.Connection, key: str, at: float) -> None:
-    await db.execute("INSERT INTO rate_events (key, at) VALUES (?, ?)", (key, at))
+    await in_thread(db, record_sync, key, at)
+
+
+def record_sync(db: sqlite3.Connection, key: str, at: float) -> None:
+    """`record` for work that runs inside `Store.write`'s group commit."""
+    db.execute("INSERT INTO rate_events (key, at) VALUES (?, ?)", (key, at))
 
 
 async def clear(db: aiosqlite.Connection, key: str) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from dataclasses import dataclass
 
 import aiosqlite
 
-from store.db import NotFound
+from store.db import NotFound, in_thread
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,22 @@ async def create(db: aiosqlite.Connection, phone: str, card_number: str) -> Resi
 async def set_password(
     db: aiosqlite.Connection, resident_id: int, password_hash: str, must_change: bool
 ) -> None:
-    await db.execute(
+    await in_thread(db, set_password_sync, resident_id, password_hash, must_change)
+
+
+def set_password_sync(
+    db: sqlite3.Connection, resident_id: int, password_hash: str, must_change: bool
+) -> None:
+    """`set_password` for work that runs inside `Store.write`'s group commit."""
+    db.execute(
         "UPDATE residents SET password_hash = ?, must_change_password = ? WHERE id = ?",
         (password_hash, int(must_change), resident_id),
     )
 
 
-async def set_reminders(db: aiosqlite.Connection, phone: str, enabled: bool) -> bool:
-    """Returns whether a resident with that phone exists."""
-    cursor = await db.execute(
-        "UPDATE residents SET reminders = ? WHERE phone = ?", (int(enabled), phone)
-    )
+def set_reminders_sync(db: sqlite3.Connection, phone: str, enabled: bool) -> bool:
+    """Returns whether a resident with that phone exists (runs inside `Store.write`)."""
+    cursor = db.execute("UPDATE residents SET reminders = ? WHERE phone = ?", (int(enabled), phone))
     return cursor.rowcount > 0
 
 
