@@ -66,3 +66,9 @@ def test_a_wrong_reply_is_reported_with_the_gateways_errors(tmp_path: Path) -> N
     link = bench.Link("gateway", None, None, log)  # type: ignore[arg-type]
     assert link.errors() == [error]
     assert bench.Link("echo", None, None).errors() == []  # type: ignore[arg-type]
+
+
+def test_hash_cost_is_measured_not_written_in() -> None:
+    # The Пароль note quotes it; a CPU time of a real argon2id hash, not a constant.
+    cost = bench.hash_cost()
+    assert 0.001 < cost < 5
