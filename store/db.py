@@ -201,8 +201,8 @@ class Store:
         microseconds of indexed writes, cheaper than a trip to aiosqlite's thread for every group,
         and a second thread busy with Python would fight the event loop for the GIL. COMMIT (the
         fsync) runs here too while it is quick, in a thread once it is not (LOOP_COMMIT_SECONDS).
-        Nothing slow belongs in work. A store without a
-        file of its own (":memory:") writes in aiosqlite's thread instead.
+        Nothing slow belongs in work. A store without a file of its own (":memory:") writes in
+        aiosqlite's thread instead.
 
         A caller cancelled meanwhile cannot know whether its work was committed.
         """
