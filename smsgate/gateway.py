@@ -112,6 +112,7 @@ class Counters:
     failed: int = 0
     receipts: int = 0
     receipts_unmatched: int = 0
+    receipts_waited: int = 0  # named no recorded part when they came: matched again later
     handler_errors: int = 0
 
 
@@ -239,17 +240,24 @@ class Gateway:
         # A receipt can overtake the group commit of its submit_sm_resp: write those first. Texts
         # acknowledged since the last commit are always recorded first: a text the same as one of
         # them is the resident's next text, not the SMSC delivering that one again.
-        pending = self._take_results() if receipts else self._take_acks()
+        take = self._take_results if receipts else self._take_acks
+        # Taken inside the transaction when it runs on the loop (as late as can be: parts answered
+        # meanwhile are in it, for the receipts behind them), before it when it runs in a thread.
+        pending: list[_Pending] = [] if self.store.writes_on_loop else [take()]
         repeated: list[int] = []  # stored texts this batch repeats (redeliveries)
         quick = _Quick()
         try:
-            ids = await self._write_inbound(texts, parts, receipts, pending, at, since, repeated, quick)
+            ids = await self._write_inbound(
+                texts, parts, receipts, pending, take, at, since, repeated, quick
+            )
         except BaseException:
-            self._restore_results(pending)  # not written: the next commit takes them
+            if pending:
+                self._restore_results(pending[0])  # not written: the next commit takes them
             for held in quick.held:
                 self._release(held)
             raise
-        self._results_written(pending)
+        if pending:
+            self._results_written(pending[0])
         for item_id, stored in zip(ids, texts, strict=True):
             if item_id is None:
                 self.counters.redelivered += 1
@@ -279,8 +287,8 @@ class Gateway:
 
     async def _write_inbound(
         self, texts: list[messages.NewInbound], parts: list[pdu.ShortMessage],
-        receipts: list[pdu.ShortMessage], pending: _Pending, at: float, since: float,
-        repeated: list[int], quick: _Quick,
+        receipts: list[pdu.ShortMessage], pending: list[_Pending], take: Callable[[], _Pending],
+        at: float, since: float, repeated: list[int], quick: _Quick,
     ) -> list[int | None]:
         parsed = [pdu.parse_receipt(message) for message in receipts]
         new_receipts = [messages.NewReceipt(receipt.message_id, receipt.stat, receipt.err, message.text)
@@ -289,7 +297,9 @@ class Gateway:
 
         def write(db: sqlite3.Connection) -> tuple[list[int | None], list[int], list[int | None]]:
             # All of it in one transaction and one trip to the database thread.
-            self._write_results(db, pending)
+            if not pending:
+                pending.append(take())
+            self._write_results(db, pending[0])
             for part in parts:
                 assert part.concat is not None
                 whole = messages.store_part_sync(
@@ -319,6 +329,7 @@ class Gateway:
                 if outbox_id is not None:
                     _log_receipt(outbox_id, receipt)  # the usual case: no orphan to make
                     continue
+                self.counters.receipts_waited += 1
                 orphan = _Orphan(receipt_id, self._phone_of(message), receipt, key_set, at, give_up_at)
                 self._matched(orphan, None)
         return ids
@@ -616,13 +627,13 @@ class Gateway:
 
             builders.append((number, build, bytes((coding,)) + data))
         if row.id in self._startup_doubts:
-            first: list[tuple[int, bytes] | None] = [None] * len(builders)  # all in doubt
+            first: list[tuple[int, str] | None] = [None] * len(builders)  # all in doubt
         elif builders:
             # All parts on the wire at once, in order, each waiting for its own answer: the first
             # right here (it is written before the others' tasks start), the rest in tasks.
-            rest = [asyncio.ensure_future(self._try_submit(b)) for _n, b, _c in builders[1:]]
+            rest = [asyncio.ensure_future(self._submit_part(row.id, n, b)) for n, b, _c in builders[1:]]
             try:
-                head = await self._try_submit(builders[0][1])
+                head = await self._submit_part(row.id, builders[0][0], builders[0][1])
             except BaseException:
                 await asyncio.gather(*rest, return_exceptions=True)
                 raise
@@ -635,14 +646,12 @@ class Gateway:
                 # Sent when the link (or the process) died, with no answer: settled one at a time.
                 part_text = self._part_text(coded[0], coded[1:], udh)
                 status, smsc_id = await self._submit_in_doubt(row, builder, part_text)
+                if status == pdu.ESME_ROK:
+                    self._note_part(row.id, number, smsc_id)
             else:
-                status, smsc_id = answer[0], pdu.response_message_id(answer[1])
+                status, smsc_id = answer
             if status != pdu.ESME_ROK:
                 refused = refused or f"submit refused: {pdu.status_name(status)}"
-                continue
-            self._results.append(messages.PartResult(
-                row.id, number, smsc_id, tuple(sorted(pdu.normalise_message_id(smsc_id))), now()
-            ))
         if refused:
             self._startup_doubts.discard(row.id)
             self._fail(row, refused)
@@ -655,6 +664,29 @@ class Gateway:
                                    "kind": row.kind,
                                    "ms": round((time.monotonic() - started) * 1000, 1),
                                    "queued_ms": round((now() - row.created_at) * 1000, 1)})
+
+    async def _submit_part(
+        self, outbox_id: int, number: int, build: Callable[[int], bytes]
+    ) -> tuple[int, str] | None:
+        """(status, SMSC id) of one part, or None if the link dropped before the answer.
+
+        An accepted part is noted for the next commit as soon as its own answer is read, not
+        once every part of its message is answered: the SMSC sends the part's receipt right
+        behind its submit_sm_resp, and the transaction that stores that receipt must already
+        hold the part to match it (else the receipt waits as an orphan and is matched again).
+        """
+        answer = await self._try_submit(build)
+        if answer is None:
+            return None
+        status, smsc_id = answer[0], pdu.response_message_id(answer[1])
+        if status == pdu.ESME_ROK:
+            self._note_part(outbox_id, number, smsc_id)
+        return status, smsc_id
+
+    def _note_part(self, outbox_id: int, number: int, smsc_id: str) -> None:
+        self._results.append(messages.PartResult(
+            outbox_id, number, smsc_id, tuple(sorted(pdu.normalise_message_id(smsc_id))), now()
+        ))
 
     async def _try_submit(self, build: Callable[[int], bytes]) -> tuple[int, bytes] | None:
         """(status, response) of one part, or None if the link dropped before the answer."""

@@ -99,6 +99,27 @@ async def _states_are(gate: Harness, expected: dict[str, int]) -> bool:
     return await outbox_states(gate) == expected
 
 
+async def test_a_receipt_right_behind_its_submit_resp_is_matched_when_stored(tmp_path: Path) -> None:
+    """The simulator sends each part's receipt the moment it answers the part, so the gateway
+    often reads both in one read: the receipt's transaction must already hold that part (else
+    it waits as an orphan and is matched a second time, a query and an UPDATE more)."""
+    gate = Harness(tmp_path)
+    await gate.start()
+    try:
+        account = gate.demo[0]
+        await gate.sms(PHONES[0], f"рег {account.number} {account.receipt_code}")
+        for _ in range(4):
+            await gate.sms(PHONES[0], "баланс")  # several parts each
+        parts = sum(sent.parts for sent in gate.simulator.sent_to(PHONES[0]))
+        assert parts >= 9
+        await eventually(lambda: _states_are(gate, {"delivered": 5}))
+        assert gate.gateway is not None
+        assert gate.gateway.counters.receipts == parts
+        assert gate.gateway.counters.receipts_waited == 0
+    finally:
+        await gate.close()
+
+
 async def test_multi_part_reply_is_delivered_when_every_part_is(tmp_path: Path) -> None:
     gate = Harness(tmp_path, simulator_options={"receipt_format": "tlv"})
     await gate.start()
