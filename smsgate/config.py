@@ -99,6 +99,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class PasswordsConfig:
+    # Passwords hashed ahead of need (argon2id, in CPU time nothing else wants), so that ПАРОЛЬ
+    # and РЕГ answer without waiting for a hash and without taking the core from other texts.
+    # Kept in memory only; 0 hashes every password when it is asked for.
+    ready: int = 256
+
+
+@dataclass(frozen=True)
 class LogConfig:
     path: str = ""  # empty: stdout
     format: str = "json"  # "json" or "text"
@@ -132,6 +140,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    passwords: PasswordsConfig = field(default_factory=PasswordsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     ussd: UssdConfig = field(default_factory=UssdConfig)
@@ -222,6 +231,8 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError("[smsc] submit_rate must be positive")
     if isinstance(obj, UssdConfig):
         _validate_ussd(obj)
+    if isinstance(obj, PasswordsConfig) and not 0 <= obj.ready <= 100_000:
+        raise ConfigError("[passwords] ready must be from 0 to 100000")
     if isinstance(obj, LogConfig):
         if obj.format not in ("json", "text"):
             raise ConfigError('[log] format must be "json" or "text"')

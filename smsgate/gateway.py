@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from handlers import HANDLERS
-from smsgate import logs, pdu, phone, ussd
+from smsgate import logs, pdu, phone, security, ussd
 from smsgate.config import Config
 from smsgate.router import Routed, Router
 from smsgate.services import Services
@@ -181,6 +181,7 @@ class Gateway:
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        security.READY.keep(self.config.passwords.ready)
         for item in await messages.pending_inbound(self.store.db, limit=1_000_000):
             self._to_process.put_nowait(item.id)
             self._hold(item.phone)

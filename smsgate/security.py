@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import hashlib
 import hmac
+import os
 import secrets
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from passlib.hash import argon2
+
+from smsgate import logs
+
+log = logs.get("security")
+RAN_OUT_LOG_SECONDS = 60.0  # at most one passwords_ready_empty event this often
 
 # No look-alike characters (0/O/o, 1/l/I/i, 5/S, 2/Z, 8/B): passwords are read off a phone screen.
 PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY34679"
@@ -53,6 +63,91 @@ def _luhn_digit(body: str) -> str:
 
 def is_card_number(text: str) -> bool:
     return len(text) == 10 and text.isdigit() and _luhn_digit(text[:9]) == text[9]
+
+
+class ReadyPasswords:
+    """Passwords hashed ahead of need, in CPU time that nothing else wants.
+
+    An argon2id hash costs tens of milliseconds of CPU. Made when ПАРОЛЬ comes, it takes a core
+    from every other text at that moment, and a burst of ПАРОЛЬ queues behind the hashing
+    threads (and each phone's later texts behind its ПАРОЛЬ). So one thread at the lowest CPU
+    priority (SCHED_IDLE, else nice 19) keeps up to `size` (password, hash) pairs ready. They
+    live in this process's memory only, never on disk or in a log, and each is handed out once;
+    a restart starts with none. When none is ready (a burst longer than the stock, or a machine
+    with no idle CPU), `issue_password` makes and hashes one on demand, as it always did.
+    """
+
+    def __init__(self) -> None:
+        self._pairs: collections.deque[tuple[str, str]] = collections.deque()
+        self._size = 0
+        self._wanted = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.native_id = 0  # the filling thread's, once it runs
+        self.ran_out = 0  # times a password was asked for with none ready (stock kept > 0)
+        self._ran_out_logged = -RAN_OUT_LOG_SECONDS
+
+    def keep(self, size: int) -> None:
+        """Keep `size` pairs ready from now on (0: none; what is ready is still handed out)."""
+        self._size = max(0, size)
+        while len(self._pairs) > self._size:
+            self._pairs.pop()
+        if self._size and self._thread is None:
+            self._thread = threading.Thread(target=self._fill, name="argon2-ahead", daemon=True)
+            self._thread.start()
+        self._wanted.set()
+
+    @property
+    def ready(self) -> int:
+        return len(self._pairs)
+
+    def take(self) -> tuple[str, str] | None:
+        """A ready (password, hash), or None; the stock is topped up behind it."""
+        try:
+            pair = self._pairs.popleft()
+        except IndexError:
+            pair = None
+            if self._size:
+                self.ran_out += 1
+                at = time.monotonic()
+                if at - self._ran_out_logged >= RAN_OUT_LOG_SECONDS:
+                    self._ran_out_logged = at
+                    # More ПАРОЛЬ/РЕГ than idle CPU could hash ahead: they wait for a hash now.
+                    log.warning("passwords_ready_empty", extra={"kept": self._size,
+                                                               "ran_out": self.ran_out})
+        self._wanted.set()
+        return pair
+
+    def _fill(self) -> None:
+        self.native_id = threading.get_native_id()
+        _lowest_priority()
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()  # before counting: a take() from here on wakes the next round
+            while len(self._pairs) < self._size:
+                password = new_password()
+                self._pairs.append((password, ARGON2.hash(password)))
+
+
+def _lowest_priority() -> None:
+    """This thread runs only when a core is otherwise idle (Linux), or as nicely as it may."""
+    with contextlib.suppress(AttributeError, OSError, PermissionError):
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+        return
+    with contextlib.suppress(AttributeError, OSError, PermissionError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+READY = ReadyPasswords()
+
+
+async def issue_password() -> tuple[str, str]:
+    """A new password and its argon2id hash: a ready-made pair when there is one, else made now
+    (hashed off the event loop)."""
+    pair = READY.take()
+    if pair is not None:
+        return pair
+    password = new_password()
+    return password, await hash_password(password)
 
 
 async def hash_password(password: str) -> str:

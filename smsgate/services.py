@@ -162,8 +162,7 @@ class Services:
                 return PasswordResult(Outcome.SILENT)
             await self.store.write(ratelimits.record_sync, refused_key, at)
             return PasswordResult(Outcome.LIMITED)
-        password = security.new_password()
-        password_hash = await security.hash_password(password)
+        password, password_hash = await security.issue_password()
         # In the gateway's group commit, not a transaction of its own: `tx()` holds the store's
         # lock across its trips to aiosqlite's thread and its own fsync, and every text arriving
         # meanwhile waited for it (at 5% ПАРОЛЬ and 500 texts/s the lock was held 15% of the time).
@@ -193,8 +192,7 @@ class Services:
         password: str | None = None
         password_hash: str | None = None
         if await residents.by_phone(self.store.db, who) is None:
-            password = security.new_password()
-            password_hash = await security.hash_password(password)
+            password, password_hash = await security.issue_password()
         async with self.store.tx() as db:
             attached = await self._attach(db, who, number, password_hash)
             await ratelimits.clear(db, fail_key)

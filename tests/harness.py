@@ -24,6 +24,7 @@ def make_config(tmp_path: Path, smsc_port: int, **sections: dict[str, Any]) -> C
         },
         "store": {"path": str(tmp_path / "smsgate.db")},
         "log": {"level": "debug"},
+        "passwords": {"ready": 2},  # a small stock: both ways of issuing a password get used
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
