@@ -294,7 +294,7 @@ class Gateway:
         parsed = [pdu.parse_receipt(message) for message in receipts]
         new_receipts = [messages.NewReceipt(receipt.message_id, receipt.stat, receipt.err, message.text)
                         for receipt, message in zip(parsed, receipts, strict=True)]
-        keys = [frozenset(pdu.normalise_message_id(receipt.message_id)) for receipt in parsed]
+        keys = [frozenset(pdu.receipt_keys(receipt.message_id)) for receipt in parsed]
 
         def write(db: sqlite3.Connection) -> tuple[list[int | None], list[int], list[int | None]]:
             # All of it in one transaction and one trip to the database thread.
@@ -685,8 +685,9 @@ class Gateway:
         return status, smsc_id
 
     def _note_part(self, outbox_id: int, number: int, smsc_id: str) -> None:
+        key = pdu.message_id_key(smsc_id)
         self._results.append(messages.PartResult(
-            outbox_id, number, smsc_id, tuple(sorted(pdu.normalise_message_id(smsc_id))), now()
+            outbox_id, number, smsc_id, (key,) if key is not None else (), now()
         ))
 
     async def _try_submit(self, build: Callable[[int], bytes]) -> tuple[int, bytes] | None:

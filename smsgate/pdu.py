@@ -416,6 +416,48 @@ def normalise_message_id(message_id: str) -> set[str]:
 _HEX_DIGITS = "0123456789abcdef"
 
 
+def message_id_key(message_id: str) -> str | None:
+    """The one key a submitted part is stored under: its SMSC id trimmed, in lower case, without
+    leading zeros ("k:"), or an id marked hex (0x...) by its value ("v:"). A receipt looks it up
+    under every reading of its own id (`receipt_keys`), so one key a part is enough (it was
+    three, one per reading, each an indexed row written for every part sent)."""
+    cleaned = message_id.strip().lower()
+    if not cleaned:
+        return None
+    value = _marked_hex(cleaned)
+    return f"v:{value}" if value is not None else "k:" + cleaned.lstrip("0")
+
+
+def receipt_keys(message_id: str) -> set[str]:
+    """Every key a receipt's id may name its part under: the id as `message_id_key` writes it,
+    and the part's id as the other radix would write it (SMSCs give it in hex in submit_sm_resp
+    and in decimal in the receipt, or the reverse): a receipt's decimal id names a part whose
+    id is that number in hex digits or marked 0x; its hex digits name a part whose id is that
+    number in decimal, the same digits, or marked 0x. Also the readings that parts stored
+    before one key each were stored under (`normalise_message_id`)."""
+    keys = normalise_message_id(message_id)
+    own = message_id_key(message_id)
+    if own is None:
+        return keys
+    keys.add(own)
+    cleaned = message_id.strip().lower()
+    if cleaned.isascii() and cleaned.isdigit():
+        number = int(cleaned)
+        keys.update(("k:" + format(number, "x").lstrip("0"), f"v:{number}"))
+    digits = cleaned.removeprefix("0x")
+    if digits and not digits.strip(_HEX_DIGITS):
+        number = int(digits, 16)
+        keys.update(("k:" + str(number).lstrip("0"), "k:" + digits.lstrip("0"), f"v:{number}"))
+    return keys
+
+
+def _marked_hex(cleaned: str) -> int | None:
+    digits = cleaned.removeprefix("0x")
+    if digits != cleaned and digits and not digits.strip(_HEX_DIGITS):
+        return int(digits, 16)
+    return None
+
+
 # ---- Outgoing -------------------------------------------------------------------------------
 
 

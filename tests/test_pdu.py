@@ -187,6 +187,34 @@ def test_message_ids_match_across_hex_and_decimal() -> None:
     )
 
 
+# Ids as SMSCs write them (decimal, hex in either case, zero-padded, 0x-marked) and ids that
+# differ from them only in radix, padding or case.
+_IDS = ["0A1F", "2591", "000123", "123", "abc", "ABC", "0x1A", "0X1A", "26", "1a", "11", "12", "0",
+        "00", "0x0", "7B", "0x7b", "0x123", "291", "123456789012", "1CBE991A14", "FFFFFFFF",
+        "4294967295", " 42 ", "2A", "1e", "30", "0xg1", "g1", "", "5f3759df", "1597463007"]
+
+
+def test_one_key_a_part_matches_the_receipts_the_three_readings_matched() -> None:
+    """A part is stored under one key and a receipt looks it up under every reading of its own
+    id: for every pair of ids this matches exactly when the three readings a part was stored
+    under before did."""
+    for submitted in _IDS:
+        for receipted in _IDS:
+            before = bool(pdu.normalise_message_id(submitted) & pdu.normalise_message_id(receipted))
+            key = pdu.message_id_key(submitted)
+            assert (key is not None and key in pdu.receipt_keys(receipted)) == before, (
+                submitted, receipted)
+    assert pdu.message_id_key("0A1F") in pdu.receipt_keys("2591")  # hex, then decimal
+    assert pdu.message_id_key("2591") in pdu.receipt_keys("a1f")  # decimal, then hex
+    assert pdu.message_id_key("0x123") not in pdu.receipt_keys("7B")  # 0x123 is 291, not 123
+    assert pdu.message_id_key("   ") is None and not pdu.receipt_keys("")
+
+
+def test_a_part_stored_under_the_old_readings_is_found_by_a_receipt() -> None:
+    for submitted, receipted in (("0A1F", "2591"), ("2591", "A1F"), ("ABC", "abc"), ("000123", "123")):
+        assert pdu.normalise_message_id(submitted) & pdu.receipt_keys(receipted)
+
+
 def test_empty_user_data_is_sent_empty() -> None:
     raw = pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 0, b"")
     message = pdu.decode_sm(raw)
