@@ -18,7 +18,7 @@ from passlib.hash import argon2
 from smsgate import logs
 
 log = logs.get("security")
-RAN_OUT_LOG_SECONDS = 60.0  # at most one passwords_ready_empty event this often
+RAN_OUT_LOG_SECONDS = 10.0  # at most one passwords_ready_empty event this often
 
 # No look-alike characters (0/O/o, 1/l/I/i, 5/S, 2/Z, 8/B): passwords are read off a phone screen.
 PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY34679"
