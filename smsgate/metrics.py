@@ -51,6 +51,7 @@ class Gauges:
     oldest_unsent_age: float
     inbox_pending: int
     uptime: float
+    passwords_ready: int = 0
 
 
 class Metrics(logging.Handler):
@@ -193,5 +194,8 @@ class _GaugeCollector(Collector):
                               value=gauges.inbox_pending),
             GaugeMetricFamily("smsgate_uptime_seconds", "Seconds since the gateway started",
                               value=gauges.uptime),
+            GaugeMetricFamily("smsgate_passwords_ready",
+                              "Passwords hashed ahead, ready for ПАРОЛЬ and РЕГ",
+                              value=gauges.passwords_ready),
         ]
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from smsgate import logs
+from smsgate import logs, security
 from smsgate.config import Config
 from smsgate.gateway import Gateway
 from smsgate.metrics import Gauges, Metrics
@@ -34,6 +34,7 @@ async def read_gauges(gateway: Gateway) -> Gauges:
         oldest_unsent_age=max(0.0, time.time() - oldest) if oldest else 0.0,
         inbox_pending=int(row[0]) if row else 0,
         uptime=time.time() - gateway.started_at,
+        passwords_ready=security.READY.ready,
     )
 
 

@@ -155,6 +155,8 @@ async def metrics_of_a_session(gate: Harness) -> None:
     assert sample(after, "smsgate_submit_latency_seconds_count") >= 7
     assert sample(after, "smsgate_bound") == 1
     assert "smsgate_queue_depth" in after and "smsgate_throttled_total" in after
+    assert 0 <= sample(after, "smsgate_passwords_ready") <= gate.config.passwords.ready
+    assert "# HELP smsgate_passwords_ready " in after
     assert gate.gateway is not None
     await gate.gateway.services.login(RESIDENT, "not-the-password", "127.0.0.1")
     _, after_login = await scrape(port)
