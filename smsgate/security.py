@@ -125,7 +125,12 @@ class ReadyPasswords:
             self._wanted.clear()  # before counting: a take() from here on wakes the next round
             while len(self._pairs) < self._size:
                 password = new_password()
-                self._pairs.append((password, ARGON2.hash(password)))
+                try:
+                    self._pairs.append((password, ARGON2.hash(password)))
+                except Exception:
+                    # Never the end of the stock: issue_password hashes on demand meanwhile.
+                    log.exception("passwords_ready_failed")
+                    time.sleep(1.0)
 
 
 def _lowest_priority() -> None:

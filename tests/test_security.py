@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from smsgate import security, texts
 from store import residents
 from tests.harness import Harness
@@ -75,3 +77,22 @@ async def test_password_by_sms_comes_from_the_stock(tmp_path: Path) -> None:
         assert await security.verify_password(found, resident.password_hash)
     finally:
         await gate.close()
+
+
+async def test_a_failing_hash_does_not_end_the_stock(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real_hash = security.ARGON2.hash
+
+    def flaky(password: str) -> str:
+        calls.append(password)
+        if len(calls) == 1:
+            raise MemoryError("no memory for the hash")  # an Exception: the thread logs it
+        return str(real_hash(password))
+
+    monkeypatch.setattr(security, "ARGON2", security.ARGON2.using())
+    monkeypatch.setattr(security.ARGON2, "hash", staticmethod(flaky))
+    monkeypatch.setattr(security.time, "sleep", lambda _seconds: None)
+    ready = security.ReadyPasswords()
+    ready.keep(2)
+    await _until(lambda: ready.ready == 2)
+    assert len(calls) >= 3  # the first raised; the thread went on
