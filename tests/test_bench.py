@@ -72,3 +72,18 @@ def test_hash_cost_is_measured_not_written_in() -> None:
     # The Пароль note quotes it; a CPU time of a real argon2id hash, not a constant.
     cost = bench.hash_cost()
     assert 0.001 < cost < 5
+
+
+def test_slow_spells_of_the_host_are_runs_of_slow_windows() -> None:
+    window = 0.005
+    rates = [(i * window, 100) for i in range(400)]
+    for i in (100, 101, 102, 110, 300):  # 100-110 one spell (gaps under 50 ms), 300 another
+        rates[i] = (i * window, 5 if i != 110 else 20)
+    found = bench.spells(rates, window)
+    assert [(round(start, 3), round(length, 3), speed) for start, length, speed in found] == [
+        (0.5, 0.055, 0.05), (1.5, 0.005, 0.05)]
+    throttle = bench.Throttle(2.0, found)
+    assert round(throttle.share, 3) == 0.03
+    assert "2 in 2 s" in throttle.describe() and "5% of normal speed" in throttle.describe()
+    assert bench.spells([(0.0, 100), (0.005, 90)], window) == []
+    assert bench.Throttle(1.0, []).describe() == "none in 1 s"
