@@ -78,3 +78,11 @@ def test_ussd_mistakes_are_named(tmp_path: Path, body: str, error: str) -> None:
     path.write_text(f"[ussd]\n{body}\n")
     with pytest.raises(config.ConfigError, match=error):
         config.load(path, env={})
+
+
+def test_the_password_stock_is_bounded() -> None:
+    assert config.from_dict({}).passwords.ready == 256
+    assert config.from_dict({"passwords": {"ready": 0}}).passwords.ready == 0
+    for wrong in (-1, 100_001):
+        with pytest.raises(config.ConfigError, match=r"\[passwords\] ready must be from 0 to 100000"):
+            config.from_dict({"passwords": {"ready": wrong}})
