@@ -405,15 +405,20 @@ def normalise_message_id(message_id: str) -> set[str]:
     if not cleaned:
         return keys
     keys.add("s:" + cleaned.lstrip("0"))
-    if cleaned.isascii() and cleaned.isdigit():
-        keys.add("n:" + str(int(cleaned)))
-    digits = cleaned.removeprefix("0x")
-    if digits and not digits.strip(_HEX_DIGITS):
-        keys.add("n:" + str(int(digits, 16)))
+    decimal, hexadecimal = _numbers(cleaned)
+    keys.update(f"n:{number}" for number in (decimal, hexadecimal) if number is not None)
     return keys
 
 
 _HEX_DIGITS = "0123456789abcdef"
+
+
+def _numbers(cleaned: str) -> tuple[int | None, int | None]:
+    """An id's value read as decimal (a bare number) and read as hex (its digits, 0x or not)."""
+    decimal = int(cleaned) if cleaned.isascii() and cleaned.isdigit() else None
+    digits = cleaned.removeprefix("0x")
+    hexadecimal = int(digits, 16) if digits and not digits.strip(_HEX_DIGITS) else None
+    return decimal, hexadecimal
 
 
 def message_id_key(message_id: str) -> str | None:
@@ -424,8 +429,10 @@ def message_id_key(message_id: str) -> str | None:
     cleaned = message_id.strip().lower()
     if not cleaned:
         return None
-    value = _marked_hex(cleaned)
-    return f"v:{value}" if value is not None else "k:" + cleaned.lstrip("0")
+    _decimal, hexadecimal = _numbers(cleaned)
+    if cleaned.startswith("0x") and hexadecimal is not None:
+        return f"v:{hexadecimal}"
+    return "k:" + cleaned.lstrip("0")
 
 
 def receipt_keys(message_id: str) -> set[str]:
@@ -441,21 +448,14 @@ def receipt_keys(message_id: str) -> set[str]:
         return keys
     keys.add(own)
     cleaned = message_id.strip().lower()
-    if cleaned.isascii() and cleaned.isdigit():
-        number = int(cleaned)
-        keys.update(("k:" + format(number, "x").lstrip("0"), f"v:{number}"))
-    digits = cleaned.removeprefix("0x")
-    if digits and not digits.strip(_HEX_DIGITS):
-        number = int(digits, 16)
-        keys.update(("k:" + str(number).lstrip("0"), "k:" + digits.lstrip("0"), f"v:{number}"))
+    decimal, hexadecimal = _numbers(cleaned)
+    if decimal is not None:
+        keys.update(("k:" + format(decimal, "x").lstrip("0"), f"v:{decimal}"))
+    if hexadecimal is not None:
+        digits = cleaned.removeprefix("0x")
+        keys.update(("k:" + str(hexadecimal).lstrip("0"), "k:" + digits.lstrip("0"),
+                     f"v:{hexadecimal}"))
     return keys
-
-
-def _marked_hex(cleaned: str) -> int | None:
-    digits = cleaned.removeprefix("0x")
-    if digits != cleaned and digits and not digits.strip(_HEX_DIGITS):
-        return int(digits, 16)
-    return None
 
 
 # ---- Outgoing -------------------------------------------------------------------------------
