@@ -44,6 +44,9 @@ class SmscConfig:
     # A submit left unanswered by a lost link (or a crash) waits this long after the next bind for
     # a receipt showing the SMSC took it, before it is sent again (see docs/architecture.md).
     indoubt_grace: float = 5.0
+    # Seconds a batch of nothing but delivery receipts waits for a text (or more receipts) to be
+    # stored and answered with, before it is stored alone; 0 stores every batch at once.
+    receipt_linger: float = 0.004
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,8 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError("[smsc] window must be at least 1")
         if obj.submit_rate <= 0:
             raise ConfigError("[smsc] submit_rate must be positive")
+        if not 0 <= obj.receipt_linger <= 0.1:
+            raise ConfigError("[smsc] receipt_linger must be from 0 to 0.1 seconds")
     if isinstance(obj, UssdConfig):
         _validate_ussd(obj)
     if isinstance(obj, PasswordsConfig) and not 0 <= obj.ready <= 100_000:

@@ -74,6 +74,8 @@ def store_inbound_sync(
     redelivery: the ids of such texts go to `repeated` for the caller to mark acknowledged once
     the batch is, or are marked right away when no list is given.
     """
+    if not items:
+        return []  # a batch of receipts only: no statement at all
     digests = [_digest(item) for item in items]
     # (phone, hash) of texts stored and not acknowledged, with the id of the stored row when it
     # is from before this batch.

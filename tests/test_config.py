@@ -86,3 +86,11 @@ def test_the_password_stock_is_bounded() -> None:
     for wrong in (-1, 100_001):
         with pytest.raises(config.ConfigError, match=r"\[passwords\] ready must be from 0 to 100000"):
             config.from_dict({"passwords": {"ready": wrong}})
+
+
+def test_receipt_linger_is_bounded() -> None:
+    assert config.from_dict({}).smsc.receipt_linger == 0.004
+    assert config.from_dict({"smsc": {"receipt_linger": 0}}).smsc.receipt_linger == 0
+    for wrong in (-0.001, 0.2):
+        with pytest.raises(config.ConfigError, match=r"\[smsc\] receipt_linger must be from 0"):
+            config.from_dict({"smsc": {"receipt_linger": wrong}})

@@ -1,0 +1,197 @@
+"""The SMPP session against a raw SMSC on loopback that sends PDU bytes when the test says so."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from smsgate import pdu
+from smsgate.config import SmscConfig
+from smsgate.session import LINGER_PAUSE, Inbound, SmppSession
+
+SOURCE = ("79130000001", 1, 1)
+SERVICE = ("7377", 3, 0)
+
+
+def _receipt(sequence: int, message_id: str) -> bytes:
+    text = (f"id:{message_id} sub:001 dlvrd:001 submit date:2612012200 done date:2612012200"
+            " stat:DELIVRD err:000 text:")
+    return pdu.build_deliver_sm(sequence, SOURCE, SERVICE, 0, text.encode(), esm_class=0x04)
+
+
+def _text(sequence: int, text: str) -> bytes:
+    return pdu.build_deliver_sm(sequence, SOURCE, SERVICE, 0, text.encode())
+
+
+class RawSmsc:
+    """Accepts one bind, then writes whatever the test hands it; records the answers it reads."""
+
+    def __init__(self) -> None:
+        self.answered: dict[int, float] = {}  # deliver_sm sequence -> when its resp was read
+        self.got_answer = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._bound = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def bound(self) -> None:
+        await asyncio.wait_for(self._bound.wait(), 5.0)
+
+    def send(self, *pdus: bytes) -> None:
+        assert self._writer is not None
+        self._writer.write(b"".join(pdus))
+
+    async def wait_answered(self, sequences: set[int], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while not sequences <= self.answered.keys():
+                self.got_answer.clear()
+                await self.got_answer.wait()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readexactly(pdu.HEADER_LENGTH)
+                header = pdu.parse_header(head)
+                await reader.readexactly(header.length - pdu.HEADER_LENGTH)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if header.command_id == pdu.BIND_TRANSCEIVER:
+                writer.write(pdu.response(header.command_id, header.sequence, body=b"smsc\x00"))
+                self._writer = writer
+                self._bound.set()
+            elif header.command_id == pdu.UNBIND:
+                writer.write(pdu.unbind_resp(header.sequence))
+            elif header.command_id == pdu.DELIVER_SM | pdu.RESPONSE_BIT:
+                self.answered[header.sequence] = time.monotonic()
+                self.got_answer.set()
+
+
+@dataclasses.dataclass
+class Lab:
+    smsc: RawSmsc
+    session: SmppSession
+    batches: list[list[str]]  # what each call of the sink got: "receipt", "text" or "bytes"
+
+
+async def _lab(linger: float) -> AsyncIterator[Lab]:
+    smsc = RawSmsc()
+    port = await smsc.start()
+    batches: list[list[str]] = []
+
+    async def sink(batch: list[Inbound]) -> None:
+        batches.append(["bytes" if isinstance(item, bytes) else
+                        "receipt" if item.is_receipt else "text" for item in batch])
+
+    config = SmscConfig(port=port, embedded_simulator=False, receipt_linger=linger)
+    session = SmppSession(config, sink)
+    running = asyncio.create_task(session.run())
+    try:
+        await smsc.bound()
+        await asyncio.wait_for(session.bound.wait(), 5.0)
+        yield Lab(smsc, session, batches)
+    finally:
+        await session.stop()
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await smsc.stop()
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[Lab]:
+    async for made in _lab(linger=0.2):  # long, so that timing on a busy machine cannot flake
+        yield made
+
+
+@pytest.fixture
+async def eager() -> AsyncIterator[Lab]:
+    async for made in _lab(linger=0.0):
+        yield made
+
+
+async def test_a_receipt_alone_waits_for_the_next_text_and_is_stored_with_it(lab: Lab) -> None:
+    # Two at once first: the link has had two unanswered, so one alone may wait.
+    lab.smsc.send(_receipt(1, "a1"), _receipt(2, "a2"))
+    await lab.smsc.wait_answered({1, 2})
+    lab.smsc.send(_receipt(3, "a3"))
+    await asyncio.sleep(0.01)
+    assert 3 not in lab.smsc.answered  # waiting for company
+    lab.smsc.send(_text(4, "balans"))
+    await lab.smsc.wait_answered({3, 4})
+    assert lab.batches == [["receipt", "receipt"], ["receipt", "text"]]
+    assert lab.session.lingered == 1 and lab.session.lingered_alone == 0
+
+
+async def test_undecodable_pdu_ends_the_wait_like_a_text(lab: Lab) -> None:
+    lab.smsc.send(_receipt(1, "a1"), _receipt(2, "a2"))
+    await lab.smsc.wait_answered({1, 2})
+    lab.smsc.send(_receipt(3, "a3"))
+    await asyncio.sleep(0.01)
+    broken = bytearray(_text(4, "balans"))
+    broken[-len("balans") - 1] = 0xFF  # sm_length runs past the end of the PDU
+    lab.smsc.send(bytes(broken))
+    await lab.smsc.wait_answered({3, 4})
+    assert lab.batches[-1] == ["receipt", "bytes"]
+
+
+async def test_receipts_alone_are_answered_after_the_linger_then_stop_waiting(lab: Lab) -> None:
+    lab.smsc.send(_receipt(1, "a1"), _receipt(2, "a2"))
+    await lab.smsc.wait_answered({1, 2})
+    sent = time.monotonic()
+    lab.smsc.send(_receipt(3, "a3"))
+    await lab.smsc.wait_answered({3})
+    assert lab.smsc.answered[3] - sent >= 0.2  # waited the whole linger, for nothing
+    assert lab.session.lingered_alone == 1
+    # Nothing came meanwhile: an SMSC that waits for answers would wait with us every time, so
+    # for LINGER_PAUSE receipts go at once.
+    sent = time.monotonic()
+    lab.smsc.send(_receipt(4, "a4"))
+    await lab.smsc.wait_answered({4})
+    assert lab.smsc.answered[4] - sent < 0.1 < LINGER_PAUSE
+    assert lab.session.lingered == 1
+    assert lab.batches == [["receipt", "receipt"], ["receipt"], ["receipt"]]
+
+
+async def test_a_batch_half_the_links_most_does_not_wait(lab: Lab) -> None:
+    # The most this link has had unanswered is one: an SMSC with a window of one, say. Nothing
+    # else can come until this is answered, so it never waits.
+    for sequence in range(1, 6):
+        lab.smsc.send(_receipt(sequence, f"b{sequence}"))
+        await lab.smsc.wait_answered({sequence}, timeout=0.1)
+    assert lab.session.lingered == 0
+    assert lab.batches == [["receipt"]] * 5
+
+
+async def test_many_receipts_stop_the_wait(lab: Lab) -> None:
+    lab.smsc.send(*[_receipt(sequence, f"c{sequence}") for sequence in range(1, 201)])
+    await lab.smsc.wait_answered(set(range(1, 201)))
+    lab.smsc.send(_receipt(201, "c201"))
+    await asyncio.sleep(0.01)
+    assert 201 not in lab.smsc.answered
+    lab.smsc.send(*[_receipt(sequence, f"c{sequence}") for sequence in range(202, 266)])
+    await lab.smsc.wait_answered(set(range(201, 266)), timeout=0.1)
+    assert sum(len(batch) for batch in lab.batches) == 265
+    assert lab.session.lingered_alone == 0
+
+
+async def test_without_linger_every_batch_goes_at_once(eager: Lab) -> None:
+    eager.smsc.send(_receipt(1, "a1"), _receipt(2, "a2"))
+    await eager.smsc.wait_answered({1, 2})
+    eager.smsc.send(_receipt(3, "a3"))
+    await eager.smsc.wait_answered({3}, timeout=0.1)
+    assert eager.session.lingered == 0
+    assert eager.batches == [["receipt", "receipt"], ["receipt"]]
