@@ -55,6 +55,8 @@ class LinkStats:
     last_error: str = ""
     bound_since: float | None = None
     submit_latency: list[float] = field(default_factory=list)
+    lingered: int = 0  # batches of receipts that waited for a text (SmscConfig.receipt_linger)
+    lingered_alone: int = 0  # of those, the ones that waited while nothing else came
 
 
 class RateLimiter:
@@ -108,8 +110,6 @@ class SmppSession:
         self._lingering: asyncio.Future[None] | None = None
         self._linger_after = 0.0
         self._most_unanswered = 0  # the most deliver_sm this link has had unanswered at once
-        self.lingered = 0  # batches of receipts that waited, and how many of them for nothing
-        self.lingered_alone = 0
 
     @property
     def state(self) -> str:
@@ -362,9 +362,9 @@ class SmppSession:
         finally:
             self._lingering = None
             timer.cancel()
-        self.lingered += 1
+        self.stats.lingered += 1
         if queue.empty():
-            self.lingered_alone += 1
+            self.stats.lingered_alone += 1
             self._linger_after = time.monotonic() + LINGER_PAUSE
         while len(batch) < MAX_BATCH and not queue.empty():
             batch.append(queue.get_nowait())

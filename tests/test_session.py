@@ -133,7 +133,7 @@ async def test_a_receipt_alone_waits_for_the_next_text_and_is_stored_with_it(lab
     lab.smsc.send(_text(4, "balans"))
     await lab.smsc.wait_answered({3, 4})
     assert lab.batches == [["receipt", "receipt"], ["receipt", "text"]]
-    assert lab.session.lingered == 1 and lab.session.lingered_alone == 0
+    assert lab.session.stats.lingered == 1 and lab.session.stats.lingered_alone == 0
 
 
 async def test_undecodable_pdu_ends_the_wait_like_a_text(lab: Lab) -> None:
@@ -155,14 +155,14 @@ async def test_receipts_alone_are_answered_after_the_linger_then_stop_waiting(la
     lab.smsc.send(_receipt(3, "a3"))
     await lab.smsc.wait_answered({3})
     assert lab.smsc.answered[3] - sent >= 0.2  # waited the whole linger, for nothing
-    assert lab.session.lingered_alone == 1
+    assert lab.session.stats.lingered_alone == 1
     # Nothing came meanwhile: an SMSC that waits for answers would wait with us every time, so
     # for LINGER_PAUSE receipts go at once.
     sent = time.monotonic()
     lab.smsc.send(_receipt(4, "a4"))
     await lab.smsc.wait_answered({4})
     assert lab.smsc.answered[4] - sent < 0.1 < LINGER_PAUSE
-    assert lab.session.lingered == 1
+    assert lab.session.stats.lingered == 1
     assert lab.batches == [["receipt", "receipt"], ["receipt"], ["receipt"]]
 
 
@@ -172,7 +172,7 @@ async def test_a_batch_half_the_links_most_does_not_wait(lab: Lab) -> None:
     for sequence in range(1, 6):
         lab.smsc.send(_receipt(sequence, f"b{sequence}"))
         await lab.smsc.wait_answered({sequence}, timeout=0.1)
-    assert lab.session.lingered == 0
+    assert lab.session.stats.lingered == 0
     assert lab.batches == [["receipt"]] * 5
 
 
@@ -185,7 +185,7 @@ async def test_many_receipts_stop_the_wait(lab: Lab) -> None:
     lab.smsc.send(*[_receipt(sequence, f"c{sequence}") for sequence in range(202, 266)])
     await lab.smsc.wait_answered(set(range(201, 266)), timeout=0.1)
     assert sum(len(batch) for batch in lab.batches) == 265
-    assert lab.session.lingered_alone == 0
+    assert lab.session.stats.lingered_alone == 0
 
 
 async def test_without_linger_every_batch_goes_at_once(eager: Lab) -> None:
@@ -193,5 +193,5 @@ async def test_without_linger_every_batch_goes_at_once(eager: Lab) -> None:
     await eager.smsc.wait_answered({1, 2})
     eager.smsc.send(_receipt(3, "a3"))
     await eager.smsc.wait_answered({3}, timeout=0.1)
-    assert eager.session.lingered == 0
+    assert eager.session.stats.lingered == 0
     assert eager.batches == [["receipt", "receipt"], ["receipt"]]
