@@ -304,10 +304,12 @@ class Process:
         )
         return cls(name, process)
 
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) of the process so far, all its threads."""
+    def cpu_seconds(self, main_thread: bool = False) -> float:
+        """CPU time (user + system) of the process so far: all its threads, or the main one's."""
+        pid = self.process.pid
+        path = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
         with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(path).read_text().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return 0.0
 
@@ -581,6 +583,9 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
     series: dict[str, Series] = {name: Series() for name in (
         "raw", "raw_receipts", "lean", "lean_parts", "gateway", "gateway_bare", "fixed",
         "mixed_fixed", "mixed", "raw_fixed")}
+    # CPU of the gateway's main thread (the event loop) a text, per round.
+    saturated_cpu: list[float] = []
+    fixed_cpu: list[float] = []
     try:
         warm = await gateway.run(texts.balance(sizes.warmup), classify=classify)
         parts = max(1, round(warm.parts / max(1, warm.replies)))
@@ -600,8 +605,11 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
                 await link.run(texts.balance(sizes.warmup),
                                classify=classify if name.startswith("gateway") else any_kind)
             for _ in range(sizes.repeats):
+                before_cpu = gateway.process.cpu_seconds(main_thread=True)
                 series["gateway"].runs.append(
                     await gateway.run(texts.balance(sizes.texts), classify=classify))
+                saturated_cpu.append(
+                    (gateway.process.cpu_seconds(main_thread=True) - before_cpu) / sizes.texts)
                 for name, link in links.items():
                     series[name].runs.append(await link.run(
                         texts.balance(sizes.texts),
@@ -614,8 +622,10 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
                 await link.close()
         ran_out_at_rate = ran_out = 0  # rounds in which the ready passwords ran out
         for _ in range(sizes.repeats):
+            before_cpu = gateway.process.cpu_seconds(main_thread=True)
             series["fixed"].runs.append(
                 await gateway.run(texts.balance(count), rate=sizes.rate, classify=classify))
+            fixed_cpu.append((gateway.process.cpu_seconds(main_thread=True) - before_cpu) / count)
             before = gateway.events("passwords_ready_empty")
             series["mixed_fixed"].runs.append(await gateway.run(
                 texts.mixed(count, sizes.password_share), rate=sizes.rate, classify=classify))
@@ -683,9 +693,13 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
             " and the texts that arrive meanwhile wait, then it drains at about 1 ms a text. They"
             " come with the host's slow spells (see Machine above: a plain loop alone on this VM"
             f" runs at a few percent of its speed for about 100 ms at a time): at"
-            f" {sizes.rate:.0f} texts/s the gateway needs a good third of a core (each text its own"
-            " transaction and fsync, its reply's parts and their receipts), so a spell leaves it"
-            " far behind, while the aiosmpplib echo, doing almost nothing per text, keeps up"
+            f" {sizes.rate:.0f} texts/s the gateway's main thread used"
+            f" {statistics.median(fixed_cpu) * sizes.rate:.0%} of a core"
+            f" ({statistics.median(fixed_cpu) * 1e6:,.0f} µs of CPU a text, against"
+            f" {statistics.median(saturated_cpu) * 1e6:,.0f} at saturation, where texts share"
+            " transactions and loop turns; and code on this VM runs several times slower right"
+            " after the CPU has been idle, as it is between texts at this rate), so a spell"
+            " leaves it far behind, while the aiosmpplib echo, doing almost nothing per text, keeps up"
             f" (its p99 at the same rate in the same run: {ms(series['raw_fixed'].p(0.99))})."
             " Inside a clump the same functions run the same number of times as outside, each"
             " about twice as slow (docs/architecture.md, What is left)."
