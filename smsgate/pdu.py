@@ -401,11 +401,13 @@ def parse_receipt(message: ShortMessage) -> Receipt:
 def normalise_message_id(message_id: str) -> set[str]:
     """Keys under which an SMSC message id may be matched: hex and decimal readings, no zeros."""
     cleaned = message_id.strip().lower()
-    keys: set[str] = set()
     if not cleaned:
-        return keys
-    keys.add("s:" + cleaned.lstrip("0"))
-    decimal, hexadecimal = _numbers(cleaned)
+        return set()
+    return _old_keys(cleaned, *_numbers(cleaned))
+
+
+def _old_keys(cleaned: str, decimal: int | None, hexadecimal: int | None) -> set[str]:
+    keys = {"s:" + cleaned.lstrip("0")}
     keys.update(f"n:{number}" for number in (decimal, hexadecimal) if number is not None)
     return keys
 
@@ -429,7 +431,10 @@ def message_id_key(message_id: str) -> str | None:
     cleaned = message_id.strip().lower()
     if not cleaned:
         return None
-    _decimal, hexadecimal = _numbers(cleaned)
+    return _key(cleaned, _numbers(cleaned)[1])
+
+
+def _key(cleaned: str, hexadecimal: int | None) -> str:
     if cleaned.startswith("0x") and hexadecimal is not None:
         return f"v:{hexadecimal}"
     return "k:" + cleaned.lstrip("0")
@@ -442,13 +447,12 @@ def receipt_keys(message_id: str) -> set[str]:
     id is that number in hex digits or marked 0x; its hex digits name a part whose id is that
     number in decimal, the same digits, or marked 0x. Also the readings that parts stored
     before one key each were stored under (`normalise_message_id`)."""
-    keys = normalise_message_id(message_id)
-    own = message_id_key(message_id)
-    if own is None:
-        return keys
-    keys.add(own)
     cleaned = message_id.strip().lower()
-    decimal, hexadecimal = _numbers(cleaned)
+    if not cleaned:
+        return set()
+    decimal, hexadecimal = _numbers(cleaned)  # once: a receipt is read for every part sent
+    keys = _old_keys(cleaned, decimal, hexadecimal)
+    keys.add(_key(cleaned, hexadecimal))
     if decimal is not None:
         keys.update(("k:" + format(decimal, "x").lstrip("0"), f"v:{decimal}"))
     if hexadecimal is not None:
