@@ -82,6 +82,8 @@ class _Kind:
     columns: tuple[str, ...]
     write: str
     count: str
+    # Columns a file may leave out; rows of such a file get "" for them.
+    optional: tuple[str, ...] = ()
 
 
 KINDS: dict[str, _Kind] = {
@@ -109,12 +111,16 @@ KINDS: dict[str, _Kind] = {
     ),
     "payments": _Kind(
         ("account", "provider_id", "amount", "paid_at", "channel"),
-        # Two identical payments (same account, provider, day, amount and channel) are one
-        # payment to the schema; re-importing a file must not add it again.
-        "INSERT INTO payments (account, provider_id, amount, paid_at, channel)"
-        " VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (account, provider_id, paid_at, amount, channel) DO NOTHING",
+        # A payment with the center's own id (payment_id) is recorded once per id; one without
+        # is one payment with every other payment alike in account, provider, day, amount and
+        # channel. Either way a file imported again adds nothing.
+        "INSERT INTO payments (account, provider_id, amount, paid_at, channel, reference)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (reference) WHERE reference != '' DO NOTHING"
+        " ON CONFLICT (account, provider_id, paid_at, amount, channel) WHERE reference = ''"
+        " DO NOTHING",
         "SELECT count(*) FROM payments",
+        optional=("payment_id",),
     ),
 }
 
@@ -275,7 +281,7 @@ def _converter(
     paid_at_of = _cached(_paid_at)
 
     def payment(row: tuple[str, ...]) -> Row:
-        number, provider_id, amount, paid_at, channel = row
+        number, provider_id, amount, paid_at, channel, payment_id = row
         kopecks = _kopecks(amount)
         if kopecks <= 0:
             raise _FieldError("amount", f"a payment must be positive: {_show(amount)}")
@@ -285,6 +291,7 @@ def _converter(
             kopecks,
             paid_at_of(paid_at),
             channel_of(channel),
+            _text(payment_id, "payment_id", 64, required=False),
         )
 
     return payment
@@ -296,6 +303,7 @@ class _Reader:
     def __init__(self, kind: str, path: Path) -> None:
         self.kind = kind
         self.columns = KINDS[kind].columns
+        self.optional = KINDS[kind].optional
         self.size = path.stat().st_size
         self.bytes_read = 0
         self.rows_read = 0
@@ -309,9 +317,13 @@ class _Reader:
         except BaseException:
             self._file.close()
             raise
-        order = [self._header.index(column) for column in self.columns]
+        # An optional column the file leaves out is read from a "" added after its fields.
+        width = len(self._header)
+        order = [self._header.index(column) if column in self._header else width
+                 for column in (*self.columns, *self.optional)]
         # itemgetter of one index returns a bare value, not a tuple; every kind has several.
         self._pick = operator.itemgetter(*order)
+        self._pad = [""] if width in order else []
         self._convert: Callable[[tuple[str, ...]], Row] | None = None
 
     def close(self) -> None:
@@ -357,14 +369,14 @@ class _Reader:
                 return start, record
 
     def _read_header(self) -> list[str]:
-        expected = ",".join(self.columns)
+        expected = ",".join(self.columns) + "".join(f"[,{column}]" for column in self.optional)
         first = self._next()
         if first is None:
             raise ImportFailed(1, None, f"the file is empty; expected the header {expected}")
         line, record = first
         names = [name.strip().lower() for name in record]
         missing = [column for column in self.columns if column not in names]
-        unknown = [name for name in names if name not in self.columns]
+        unknown = [name for name in names if name not in (*self.columns, *self.optional)]
         repeated = sorted({name for name in names if names.count(name) > 1})
         problems = []
         if missing:
@@ -385,7 +397,7 @@ class _Reader:
         """Up to BATCH_ROWS checked rows; an empty list at the end of the file."""
         convert = self._convert
         assert convert is not None, "prepare() first"
-        pick = self._pick
+        pick, pad = self._pick, self._pad
         width = len(self._header)
         batch: list[Row] = []
         while len(batch) < BATCH_ROWS:
@@ -396,7 +408,7 @@ class _Reader:
             if len(record) != width:
                 raise ImportFailed(line, None, f"{len(record)} fields, expected {width}")
             try:
-                batch.append(convert(pick(record)))
+                batch.append(convert(pick(record + pad if pad else record)))
             except _FieldError as exc:
                 raise ImportFailed(line, exc.column, exc.message) from None
         self.rows_read += len(batch)

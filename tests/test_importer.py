@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -124,6 +125,47 @@ async def test_payments(seeded: Store, tmp_path: Path) -> None:
         ("1000000001", 1, 123456, "2025-02-10", "Сбербанк Онлайн"),
         ("1000000002", 3, 50000, "2025-02-11", "касса"),
     ]
+
+
+async def test_payments_alike_are_two_when_the_export_gives_their_ids(
+    seeded: Store, tmp_path: Path
+) -> None:
+    # A resident paying for two months at once: same account, provider, day, amount, channel.
+    text = (
+        "payment_id,account,provider_id,amount,paid_at,channel\n"
+        "SB-1001,1000000001,1,500,2025-02-10,Сбербанк Онлайн\n"
+        "SB-1002,1000000001,1,500,2025-02-10,Сбербанк Онлайн\n"
+        "SB-1001,1000000001,1,500,2025-02-10,Сбербанк Онлайн\n"
+        ",1000000002,3,100,2025-02-11,касса\n"
+        ",1000000002,3,100,2025-02-11,касса\n"
+    )
+
+    first = await import_csv(seeded, "payments", write(tmp_path, "p.csv", text))
+    again = await import_csv(seeded, "payments", write(tmp_path, "p.csv", text))
+
+    # SB-1001 twice in the file is one payment; rows without an id are one if alike.
+    assert first == ImportResult(read=5, inserted=3, updated=0, skipped=2)
+    assert again == ImportResult(read=5, inserted=0, updated=0, skipped=5)
+    assert await rows(seeded, "SELECT account, amount, reference FROM payments ORDER BY id") == [
+        ("1000000001", 50000, "SB-1001"),
+        ("1000000001", 50000, "SB-1002"),
+        ("1000000002", 10000, ""),
+    ]
+
+
+async def test_a_payment_id_is_checked_like_any_text(seeded: Store, tmp_path: Path) -> None:
+    text = "account,provider_id,amount,paid_at,channel,payment_id\n1000000001,1,5,2025-02-10,,a\x01b\n"
+
+    error = await refused(seeded, tmp_path, "payments", text)
+
+    assert error.line == 2 and error.column == "payment_id"
+
+
+async def test_the_header_names_the_optional_payment_id(seeded: Store, tmp_path: Path) -> None:
+    error = await refused(seeded, tmp_path, "payments", "account,provider_id,amount,paid_at\n")
+
+    assert "missing columns: channel" in str(error)
+    assert "expected account,provider_id,amount,paid_at,channel[,payment_id]" in str(error)
 
 
 async def test_columns_in_any_order(seeded: Store, tmp_path: Path) -> None:
@@ -411,3 +453,29 @@ async def test_many_rows_in_several_batches(
     assert await rows(seeded, "SELECT count(*), sum(amount) FROM charges") == [
         (1000, sum(n * 100 + 1 for n in range(1000)))
     ]
+
+
+async def test_a_store_from_before_payment_ids_keeps_its_payments(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    first = (Path(importer.__file__).parent / "migrations" / "0001_init.sql").read_text("utf-8")
+    with sqlite3.connect(path) as old:
+        old.executescript(f"BEGIN;\n{first}\nPRAGMA user_version = 1;\nCOMMIT;")
+        old.execute("INSERT INTO providers (id, name) VALUES (1, 'Водоканал')")
+        old.execute("INSERT INTO accounts (number, receipt_code) VALUES ('1000000001', '1')")
+        old.execute("INSERT INTO payments (account, provider_id, amount, paid_at, channel)"
+                    " VALUES ('1000000001', 1, 50000, '2025-02-10', 'касса')")
+    old.close()
+
+    store = await Store.open(path, synchronous="OFF")
+    try:
+        assert await rows(store, "PRAGMA user_version") == [(2,)]
+        assert await rows(store, "SELECT id, amount, reference FROM payments") == [(1, 50000, "")]
+        again = await import_csv(store, "payments", write(
+            tmp_path, "p.csv",
+            "account,provider_id,amount,paid_at,channel\n1000000001,1,500,2025-02-10,касса\n"))
+        assert again == ImportResult(read=1, inserted=0, updated=0, skipped=1)
+        plan = await rows(store, "EXPLAIN QUERY PLAN SELECT amount FROM payments"
+                                 " WHERE account = '1000000001' AND paid_at <= '2025-03-01'")
+        assert "payments_by_account" in str(plan)
+    finally:
+        await store.close()
