@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import ipaddress
 import os
 import tomllib
 import typing
@@ -74,6 +76,10 @@ class WebConfig:
     # Daily cap of SMS parts the website may cause to be sent (registration, reset).
     daily_sms_cap: int = 2000
     secure_cookies: bool = False
+    # Reverse proxies in front of the site (addresses or networks, comma-separated): a request
+    # from one of them is counted against the address its X-Forwarded-For names. Empty: the
+    # peer's own address, whatever the header says.
+    trusted_proxies: str = ""
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,25 @@ def _section(name: str, cls: type[Any], values: Any) -> Any:
     return obj
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=16)
+def trusted_networks(spec: str) -> tuple[IpNetwork, ...]:
+    """`[web] trusted_proxies` read: "127.0.0.1, 10.0.0.0/8" -> networks; ConfigError if bad."""
+    found: list[IpNetwork] = []
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        try:
+            found.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"[web] trusted_proxies: {item.strip()!r} is not an address or network"
+            ) from None
+    return tuple(found)
+
+
 def _validate(name: str, obj: Any) -> None:
     if isinstance(obj, SmscConfig):
         if len(obj.system_id) > 15:
@@ -234,6 +259,8 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError("[smsc] submit_rate must be positive")
         if not 0 <= obj.receipt_linger <= 0.1:
             raise ConfigError("[smsc] receipt_linger must be from 0 to 0.1 seconds")
+    if isinstance(obj, WebConfig):
+        trusted_networks(obj.trusted_proxies)
     if isinstance(obj, UssdConfig):
         _validate_ussd(obj)
     if isinstance(obj, PasswordsConfig) and not 0 <= obj.ready <= 100_000:

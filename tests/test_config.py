@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,13 @@ def test_receipt_linger_is_bounded() -> None:
     for wrong in (-0.001, 0.2):
         with pytest.raises(config.ConfigError, match=r"\[smsc\] receipt_linger must be from 0"):
             config.from_dict({"smsc": {"receipt_linger": wrong}})
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    assert config.from_dict({}).web.trusted_proxies == ""
+    assert config.trusted_networks("127.0.0.1, 10.0.0.0/8,::1") == (
+        ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1"),
+    )
+    with pytest.raises(config.ConfigError, match=r"\[web\] trusted_proxies: 'proxy.local'"):
+        config.from_dict({"web": {"trusted_proxies": "127.0.0.1, proxy.local"}})

@@ -728,6 +728,34 @@ async def test_sms_requests_from_one_ip_are_limited(
     assert statuses == [303, 303, 429]
 
 
+async def reset_from(client: Client, phone: str, forwarded: str) -> int:
+    token = await token_of(client, "/reset")
+    response = await client.post("/reset", data={"csrf_token": token, "phone": phone},
+                                 headers={"X-Forwarded-For": forwarded}, allow_redirects=False)
+    return response.status
+
+
+async def test_behind_a_trusted_proxy_limits_count_the_address_it_forwards(
+    app_client: Callable[[Config], Awaitable[Client]], config: Config
+) -> None:
+    client = await app_client(replace(
+        config, limits={"sms_per_ip_per_hour": 2}, web={"trusted_proxies": "127.0.0.1, ::1"}
+    ))
+    first = [await reset_from(client, f"+7916123450{n}", "203.0.113.5") for n in range(2)]
+    # What a client writes to the left of what the proxy appended counts for nothing.
+    spoofed = await reset_from(client, "+79161234503", "198.51.100.9, 203.0.113.5")
+    other = await reset_from(client, "+79161234504", "203.0.113.6")
+    assert (first, spoofed, other) == ([303, 303], 429, 303)
+
+
+async def test_without_trusted_proxies_the_forwarded_header_is_ignored(
+    app_client: Callable[[Config], Awaitable[Client]], config: Config
+) -> None:
+    client = await app_client(replace(config, limits={"sms_per_ip_per_hour": 2}))
+    statuses = [await reset_from(client, f"+7916123451{n}", f"203.0.113.{n}") for n in range(3)]
+    assert statuses == [303, 303, 429]
+
+
 # ---- the personal account ---------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from smsgate import logs, phone
 from smsgate.services import Outcome, Services, local_today
-from smsgate.web import keys, wording
+from smsgate.web import keys, peers, wording
 from smsgate.web.errors import Redirect
 from smsgate.web.sessions import Session, fingerprint
 from store import debts
@@ -32,8 +32,7 @@ def _session(request: web.Request) -> Session:
 
 
 def _ip(request: web.Request) -> str:
-    # The peer address: behind a reverse proxy, that proxy must be the only way in.
-    return request.remote or "unknown"
+    return peers.client_address(request, request.app[keys.CONFIG].web.trusted_proxies)
 
 
 async def _field(request: web.Request, name: str) -> str:
