@@ -407,6 +407,7 @@ def normalise_message_id(message_id: str) -> set[str]:
 
 
 def _old_keys(cleaned: str, decimal: int | None, hexadecimal: int | None) -> set[str]:
+    """The readings parts were stored under before one key each (`normalise_message_id`)."""
     keys = {"s:" + cleaned.lstrip("0")}
     keys.update(f"n:{number}" for number in (decimal, hexadecimal) if number is not None)
     return keys
@@ -435,6 +436,7 @@ def message_id_key(message_id: str) -> str | None:
 
 
 def _key(cleaned: str, hexadecimal: int | None) -> str:
+    """`message_id_key` of an id already cleaned and read."""
     if cleaned.startswith("0x") and hexadecimal is not None:
         return f"v:{hexadecimal}"
     return "k:" + cleaned.lstrip("0")
