@@ -290,7 +290,7 @@ async def cmd_import(config: Config, kind: str, file: Path) -> int:
         return 1
     finally:
         await store.close()
-    print(f"{kind}: {result}")
+    print(f"{kind}: {result.describe()}")
     return 0
 
 

@@ -76,6 +76,15 @@ class ImportResult:
     # Payments already recorded: payments are never overwritten, only added.
     skipped: int
 
+    def describe(self) -> str:
+        """One line for the operator: "1,000 rows read: 990 added, 10 updated"."""
+        done = [f"{self.inserted:,} added"]
+        if self.updated:
+            done.append(f"{self.updated:,} updated")
+        if self.skipped:
+            done.append(f"{self.skipped:,} already recorded")
+        return f"{self.read:,} rows read: {', '.join(done)}"
+
 
 @dataclass(frozen=True)
 class _Kind:

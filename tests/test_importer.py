@@ -479,3 +479,9 @@ async def test_a_store_from_before_payment_ids_keeps_its_payments(tmp_path: Path
         assert "payments_by_account" in str(plan)
     finally:
         await store.close()
+
+
+def test_the_result_reads_as_a_sentence() -> None:
+    assert ImportResult(1000, 990, 10, 0).describe() == "1,000 rows read: 990 added, 10 updated"
+    assert ImportResult(3, 1, 0, 2).describe() == "3 rows read: 1 added, 2 already recorded"
+    assert ImportResult(0, 0, 0, 0).describe() == "0 rows read: 0 added"
