@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -182,4 +183,22 @@ async def test_unknown_data_coding_is_read_not_lost(tmp_path: Path) -> None:
         [reply] = await gate.simulator.wait_sent(PHONES[0], 1)
         assert reply.text == texts.NOT_REGISTERED  # understood as BALANCE from an unknown phone
     finally:
+        await gate.close()
+
+
+async def test_texts_wait_out_an_import_holding_the_write_lock(tmp_path: Path) -> None:
+    # `smsgate import` writes a whole file in one transaction: 1,000,000 charge rows hold the
+    # store's write lock for 7-9 s here. Texts meanwhile are stored once it is done, not refused.
+    gate = await Harness(tmp_path).start()
+    importer = sqlite3.connect(gate.config.resolve(gate.config.store.path), isolation_level=None)
+    try:
+        importer.execute("BEGIN IMMEDIATE")
+        answered = asyncio.create_task(gate.sms(PHONES[0], "Помощь", timeout=30.0))
+        await asyncio.sleep(6.0)
+        assert not answered.done()
+        importer.execute("ROLLBACK")
+        assert await asyncio.wait_for(answered, 20.0) == [texts.HELP]
+        assert gate.gateway is not None and gate.gateway.counters.received == 1
+    finally:
+        importer.close()
         await gate.close()
