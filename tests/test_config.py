@@ -81,20 +81,18 @@ def test_ussd_mistakes_are_named(tmp_path: Path, body: str, error: str) -> None:
         config.load(path, env={})
 
 
-def test_the_password_stock_is_bounded() -> None:
-    assert config.from_dict({}).passwords.ready == 256
-    assert config.from_dict({"passwords": {"ready": 0}}).passwords.ready == 0
-    for wrong in (-1, 100_001):
-        with pytest.raises(config.ConfigError, match=r"\[passwords\] ready must be from 0 to 100000"):
-            config.from_dict({"passwords": {"ready": wrong}})
-
-
-def test_receipt_linger_is_bounded() -> None:
-    assert config.from_dict({}).smsc.receipt_linger == 0.004
-    assert config.from_dict({"smsc": {"receipt_linger": 0}}).smsc.receipt_linger == 0
-    for wrong in (-0.001, 0.2):
-        with pytest.raises(config.ConfigError, match=r"\[smsc\] receipt_linger must be from 0"):
-            config.from_dict({"smsc": {"receipt_linger": wrong}})
+@pytest.mark.parametrize(("section", "key", "default", "wrong", "error"), [
+    ("passwords", "ready", 256, (-1, 100_001), r"\[passwords\] ready must be from 0 to 100000"),
+    ("smsc", "receipt_linger", 0.004, (-0.001, 0.2), r"\[smsc\] receipt_linger must be from 0"),
+])
+def test_bounded_settings(
+    section: str, key: str, default: float, wrong: tuple[float, float], error: str
+) -> None:
+    assert getattr(getattr(config.from_dict({}), section), key) == default
+    assert getattr(getattr(config.from_dict({section: {key: 0}}), section), key) == 0
+    for value in wrong:
+        with pytest.raises(config.ConfigError, match=error):
+            config.from_dict({section: {key: value}})
 
 
 def test_trusted_proxies_are_addresses_or_networks() -> None:
