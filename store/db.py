@@ -64,7 +64,7 @@ async def connect(path: str | Path, synchronous: str = "FULL") -> aiosqlite.Conn
     await db.execute("PRAGMA journal_mode = WAL")
     await db.execute(f"PRAGMA synchronous = {synchronous}")
     await db.execute("PRAGMA foreign_keys = ON")
-    await db.execute("PRAGMA busy_timeout = 5000")
+    await db.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")  # an import, say
     await migrate(db)
     return db
 
@@ -87,7 +87,8 @@ async def in_thread(
     return await db._execute(work, db._conn, *args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
 
 
-# How long a write waits for another process to finish writing, like busy_timeout. An import
+# How long a write waits for another process to finish writing (busy_timeout of aiosqlite's
+# connection, which the website and registration write through, and Store._begin). An import
 # writes its whole file in one transaction (1,000,000 charge rows: 7-9 s on the project's
 # machine): the gateway's writes wait it out (the SMSC holds what it has meanwhile) rather than
 # refuse texts with ESME_RX_T_APPN, which the SMSC would only deliver again later.

@@ -5,7 +5,9 @@ An SMS the site sends is a row in the outbox; reading it there is reading the re
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -587,6 +589,25 @@ async def test_failures_from_one_ip_are_limited_across_logins(
 async def test_empty_login_form_is_refused(client: Client) -> None:
     response = await submit(client, "/login", {"login": "", "password": ""})
     assert response.status == 400 and wording.LOGIN_EMPTY in await response.text()
+
+
+async def test_a_form_sent_during_an_import_waits_for_it(
+    client: Client, services: Services, demo: list[DemoAccount], config: Config
+) -> None:
+    # `smsgate import` holds the store's write lock for its whole file (7-9 s for 1,000,000 rows).
+    await make_resident(services, demo[0])
+    assert (await log_in(client, PHONE)).status == 303
+    importer = sqlite3.connect(config.resolve(config.store.path), isolation_level=None)
+    try:
+        importer.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(6.0, importer.execute, "ROLLBACK")
+        changed = await submit(client, "/password", {
+            "password": PASSWORD, "new_password": NEW_PASSWORD, "new_password_confirm": NEW_PASSWORD,
+        })
+        assert (changed.status, changed.headers["Location"]) == (303, "/account")
+        assert not importer.in_transaction
+    finally:
+        importer.close()
 
 
 async def test_a_password_change_ends_the_other_sessions(
