@@ -266,7 +266,7 @@ class LoadSmsc(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Fill the window: receipts first (they are owed), then texts that are due."""
-        if self._transport is None or not self._bound.is_set():
+        if self._transport is None or not self._bound.is_set() or self._transport.is_closing():
             return
         while self._in_flight < self.window:
             if self._receipts:
@@ -301,6 +301,8 @@ class LoadSmsc(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for raw in take_pdus(self._buffer, data):
+            if self._transport is None or self._transport.is_closing():
+                return  # unbound or gone: writing on would only warn "socket.send() raised"
             self._handle(raw)
         self._pump()
 
@@ -326,6 +328,7 @@ class LoadSmsc(asyncio.Protocol):
             self._transport.write(pdu.enquire_link_resp(sequence))
         elif command == pdu.UNBIND:
             self._transport.write(pdu.unbind_resp(sequence))
+            self._bound.clear()  # nothing more is sent to it
             self._transport.close()
         elif not command & pdu.RESPONSE_BIT:
             self._transport.write(pdu.generic_nack(sequence, pdu.ESME_RINVCMDID))

@@ -5,10 +5,15 @@ Only that the tool works; the speed itself is in BENCHMARKS.md (`make bench`), n
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from pathlib import Path
 
-from smsgate import bench
+import pytest
+
+from smsgate import bench, pdu
+from smsgate.loadgen import LoadSmsc, Text
 
 
 def test_smoke_run_writes_a_report_with_every_scenario(tmp_path: Path) -> None:
@@ -87,3 +92,29 @@ def test_slow_spells_of_the_host_are_runs_of_slow_windows() -> None:
     assert "2 in 2 s" in throttle.describe() and "5% of normal speed" in throttle.describe()
     assert bench.spells([(0.0, 100), (0.005, 90)], window) == []
     assert bench.Throttle(1.0, []).describe() == "none in 1 s"
+
+
+async def test_the_load_smsc_stops_sending_to_an_esme_that_unbinds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A gateway stopped mid-run unbinds and goes on answering in the same write; the SMSC used
+    # to keep writing to the closed socket, and asyncio warned "socket.send() raised exception."
+    # for every PDU (the bench printed dozens of them after a run).
+    smsc = LoadSmsc(receipts=True)
+    port = await smsc.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(pdu.bind_transceiver(1, "smsgate", "secret12"))
+        await reader.read(100)
+        texts = [Text(f"+7913{n:07d}", "balance", "Баланс") for n in range(5000)]
+        run = asyncio.create_task(smsc.run(texts, timeout=5))
+        await asyncio.sleep(0.2)
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            writer.write(pdu.unbind(99) + b"".join(pdu.deliver_sm_resp(n) for n in range(1, 200)))
+            with pytest.raises(ConnectionError, match="went away"):
+                await run
+            await asyncio.sleep(0.2)
+        assert not [r for r in caplog.records if "socket.send() raised" in r.getMessage()]
+    finally:
+        writer.close()
+        await smsc.stop()
