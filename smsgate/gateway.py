@@ -661,6 +661,7 @@ class Gateway:
         self._finished.append((row.id, now()))
         self.counters.sent += 1
         self._results_ready.set()
+        self._answered(row.id)  # out of the sender's way; its results wait for a commit
         log.info("sms_out", extra={"msisdn": row.phone, "outbox_id": row.id, "parts": len(parts),
                                    "kind": row.kind,
                                    "ms": round((time.monotonic() - started) * 1000, 1),
@@ -753,6 +754,7 @@ class Gateway:
         self.counters.failed += 1
         self._failures.append((row.id, error, now()))
         self._results_ready.set()
+        self._answered(row.id)
         log.warning("sms_failed", extra={"msisdn": row.phone, "outbox_id": row.id, "error": error})
 
     async def _results_loop(self) -> None:

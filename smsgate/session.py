@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,8 @@ log = logs.get("smpp")
 Inbound = pdu.ShortMessage | bytes
 InboundSink = Callable[[list[Inbound]], Awaitable[None]]
 MAX_BATCH = 500
+# Batches of deliver_sm being stored at once (each answered when the sink returns it).
+SINK_BATCHES = 4
 READ_CHUNK = 65536
 # Receipts that linger (SmscConfig.receipt_linger) stop waiting once this many have come.
 LINGER_BATCH = 64
@@ -110,6 +113,7 @@ class SmppSession:
         self._lingering: asyncio.Future[None] | None = None
         self._linger_after = 0.0
         self._most_unanswered = 0  # the most deliver_sm this link has had unanswered at once
+        self._in_sink = 0  # deliver_sm in batches the sink is storing
 
     @property
     def state(self) -> str:
@@ -312,25 +316,60 @@ class SmppSession:
     async def _ack_loop(
         self, writer: asyncio.StreamWriter, queue: asyncio.Queue[tuple[int, Inbound]]
     ) -> None:
-        """Hand everything that arrived to the sink in one batch, then answer each PDU."""
-        while True:
-            batch = [await queue.get()]
-            while len(batch) < MAX_BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
-            self._most_unanswered = max(self._most_unanswered, len(batch))
-            if self._may_linger(batch):
-                await self._linger(queue, batch)
-            try:
-                await self.sink([item for _sequence, item in batch])
-                status = pdu.ESME_ROK
-            except Exception:
-                # Not stored, so not acknowledged as received: the SMSC will deliver it again.
-                log.exception("inbound_store_failed", extra={"count": len(batch)})
-                status = pdu.ESME_RX_T_APPN
-            # One write (one system call) for the whole batch.
-            writer.write(b"".join(pdu.deliver_sm_resp(sequence, status) for sequence, _item in batch))
-            if writer.transport.get_write_buffer_size() > 64 * 1024:
-                await writer.drain()
+        """Hand everything that arrived to the sink in one batch; answer each PDU once it returns.
+
+        Up to SINK_BATCHES batches are in the sink at once: what arrives while one is being
+        stored goes to the sink at once, to wait in the store's queue for the next group commit,
+        instead of here for the batch ahead to be answered first (a turn of the loop and more,
+        while the SMSC's window holds what it has).
+        """
+        slots = asyncio.Semaphore(SINK_BATCHES)
+        storing: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                batch = [await queue.get()]
+                while len(batch) < MAX_BATCH and not queue.empty():
+                    batch.append(queue.get_nowait())
+                self._most_unanswered = max(self._most_unanswered, self._in_sink + len(batch))
+                if self._may_linger(batch):
+                    await self._linger(queue, batch)
+                await slots.acquire()
+                while len(batch) < MAX_BATCH and not queue.empty():
+                    batch.append(queue.get_nowait())  # what came while every slot was taken
+                self._in_sink += len(batch)
+                task = asyncio.create_task(self._store_and_answer(writer, batch))
+                storing.add(task)
+                task.add_done_callback(functools.partial(self._stored, storing, slots, len(batch)))
+        finally:
+            # The link is going down: a batch still in the sink is neither answered nor lost (it
+            # is stored or not; the SMSC delivers it again either way and redeliveries are found).
+            for task in storing:
+                task.cancel()
+
+    def _stored(
+        self, storing: set[asyncio.Task[None]], slots: asyncio.Semaphore, count: int,
+        task: asyncio.Task[None],
+    ) -> None:
+        storing.discard(task)
+        slots.release()
+        self._in_sink -= count
+
+    async def _store_and_answer(
+        self, writer: asyncio.StreamWriter, batch: list[tuple[int, Inbound]]
+    ) -> None:
+        try:
+            await self.sink([item for _sequence, item in batch])
+            status = pdu.ESME_ROK
+        except Exception:
+            # Not stored, so not acknowledged as received: the SMSC will deliver it again.
+            log.exception("inbound_store_failed", extra={"count": len(batch)})
+            status = pdu.ESME_RX_T_APPN
+        if writer.is_closing():
+            return  # the link went down meanwhile: the SMSC delivers these again
+        # One write (one system call) for the whole batch.
+        writer.write(b"".join(pdu.deliver_sm_resp(sequence, status) for sequence, _item in batch))
+        if writer.transport.get_write_buffer_size() > 64 * 1024:
+            await writer.drain()
 
     def _may_linger(self, batch: list[tuple[int, Inbound]]) -> bool:
         """Whether a batch waits a little for company (`SmscConfig.receipt_linger`).
@@ -339,13 +378,14 @@ class SmppSession:
         batch is a transaction with an fsync, and at a few hundred texts a second every receipt
         came alone: waiting up to a few milliseconds for the next text stores them with it, one
         transaction instead of three for a text with a 2-part reply. They do not wait while the
-        SMSC may be holding back what it has for us until these are answered: a batch as big as
-        half the most this link has had unanswered at once, or a linger lately in which nothing
-        else came.
+        SMSC may be holding back what it has for us until these are answered: this batch and
+        those being stored are half or more of the most this link has had unanswered at once, or
+        a linger lately in which nothing else came.
         """
         if self.config.receipt_linger <= 0 or len(batch) >= LINGER_BATCH:
             return False
-        if len(batch) * 2 > self._most_unanswered or time.monotonic() < self._linger_after:
+        unanswered = self._in_sink + len(batch)
+        if unanswered * 2 > self._most_unanswered or time.monotonic() < self._linger_after:
             return False
         return all(not isinstance(item, bytes) and item.is_receipt for _sequence, item in batch)
 

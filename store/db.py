@@ -221,7 +221,14 @@ class Store:
         return await future  # type: ignore[return-value]
 
     async def _write_groups(self) -> None:
+        follows = False
         while self._writes:
+            if follows:
+                # The last group's writers go on first (each is woken by its future): the session
+                # answers a stored batch, and the gateway notes it as answered, before the next
+                # group decides which stored texts a new one repeats.
+                await asyncio.sleep(0)
+            follows = True
             async with self._lock:
                 group, self._writes = self._writes, []
                 if self._maybe_open:

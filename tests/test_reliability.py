@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from smsgate import gateway as gateway_module
 from smsgate import pdu, texts
 from tests.harness import Harness
 
@@ -183,6 +184,53 @@ async def test_unknown_data_coding_is_read_not_lost(tmp_path: Path) -> None:
         [reply] = await gate.simulator.wait_sent(PHONES[0], 1)
         assert reply.text == texts.NOT_REGISTERED  # understood as BALANCE from an unknown phone
     finally:
+        await gate.close()
+
+
+async def test_a_reply_the_smsc_accepted_no_longer_holds_texts_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Backpressure counts replies queued and not yet answered by the SMSC (`_answering`): past
+    # the window, texts wait. A reply the SMSC has accepted is out of the sender's way at once,
+    # not only once its SMSC id is committed (results wait to ride along with other commits).
+    monkeypatch.setattr(gateway_module, "RESULTS_DELAY", 5.0)
+    gate = await Harness(tmp_path, simulator_options={"receipts": False}).start()
+    try:
+        assert await gate.sms(PHONES[0], "Помощь") == [texts.HELP]
+        assert gate.gateway is not None
+        await eventually(lambda: _true(not gate.gateway._answering), 2.0)  # type: ignore[union-attr]
+        assert await outbox_states(gate) == {"queued": 1}  # its result is not written yet
+    finally:
+        await gate.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_the_same_text_again_in_the_next_group_commit_is_answered_again(tmp_path: Path) -> None:
+    # A resident sends ПОМОЩЬ twice; the second comes while the first is still being stored, so
+    # the two are in two batches in the store at once, committed one right after the other. The
+    # first is answered (deliver_sm_resp) before the second is looked at: the second is the
+    # resident's next text, not the SMSC delivering the first again.
+    gate = await Harness(tmp_path).start()
+    other = sqlite3.connect(gate.config.resolve(gate.config.store.path), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the first batch waits for the write lock
+        first = asyncio.create_task(gate.simulator.send_mo(PHONES[0], "Помощь"))
+        await asyncio.sleep(0.3)
+        second = asyncio.create_task(gate.simulator.send_mo(PHONES[0], "Помощь"))
+        await asyncio.sleep(0.3)
+        assert not first.done() and not second.done()
+        other.execute("ROLLBACK")
+        assert await asyncio.wait_for(first, 10.0) == [0]
+        assert await asyncio.wait_for(second, 10.0) == [0]
+        replies = await gate.simulator.wait_sent(PHONES[0], 2)
+        assert [reply.text for reply in replies] == [texts.HELP, texts.HELP]
+        assert gate.gateway is not None
+        assert gate.gateway.counters.received == 2 and gate.gateway.counters.redelivered == 0
+    finally:
+        other.close()
         await gate.close()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from smsgate import pdu
 from smsgate.config import SmscConfig
-from smsgate.session import LINGER_PAUSE, Inbound, SmppSession
+from smsgate.session import LINGER_PAUSE, SINK_BATCHES, Inbound, SmppSession
 
 SOURCE = ("79130000001", 1, 1)
 SERVICE = ("7377", 3, 0)
@@ -195,3 +195,112 @@ async def test_without_linger_every_batch_goes_at_once(eager: Lab) -> None:
     await eager.smsc.wait_answered({3}, timeout=0.1)
     assert eager.session.stats.lingered == 0
     assert eager.batches == [["receipt", "receipt"], ["receipt"]]
+
+
+
+@dataclasses.dataclass
+class HeldLab:
+    smsc: RawSmsc
+    session: SmppSession
+    batches: list[list[str]]  # each sink call: the texts it got ("r" for a receipt)
+    release: dict[str, asyncio.Event]  # per text: set to let the sink call holding it return
+    called: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # the sink got one
+
+    def let_go(self, *texts: str) -> None:
+        for text in texts:
+            self.release.setdefault(text, asyncio.Event()).set()
+
+    async def sink_calls(self, count: int) -> None:
+        async with asyncio.timeout(5.0):
+            while len(self.batches) < count:
+                self.called.clear()
+                await self.called.wait()
+
+
+async def _held_lab(linger: float) -> AsyncIterator[HeldLab]:
+    """A session whose sink returns a batch only once the test lets each of its texts go."""
+    smsc = RawSmsc()
+    port = await smsc.start()
+    batches: list[list[str]] = []
+    release: dict[str, asyncio.Event] = {}
+
+    async def sink(batch: list[Inbound]) -> None:
+        texts = ["?" if isinstance(item, bytes) else "r" if item.is_receipt else item.text
+                 for item in batch]
+        batches.append(texts)
+        lab.called.set()
+        held = [text for text in texts if text != "r"]
+        await asyncio.gather(*(release.setdefault(text, asyncio.Event()).wait() for text in held))
+
+    config = SmscConfig(port=port, embedded_simulator=False, receipt_linger=linger)
+    lab = HeldLab(smsc, SmppSession(config, sink), batches, release)
+    running = asyncio.create_task(lab.session.run())
+    try:
+        await smsc.bound()
+        await asyncio.wait_for(lab.session.bound.wait(), 5.0)
+        yield lab
+    finally:
+        lab.let_go(*list(lab.release))
+        await lab.session.stop()
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await smsc.stop()
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[HeldLab]:
+    async for made in _held_lab(linger=0.0):
+        yield made
+
+
+@pytest.fixture
+async def held_lingering() -> AsyncIterator[HeldLab]:
+    async for made in _held_lab(linger=0.2):
+        yield made
+
+
+async def test_a_batch_goes_to_the_sink_while_the_one_before_is_being_stored(held: HeldLab) -> None:
+    held.smsc.send(_text(1, "1"))
+    await held.sink_calls(1)
+    held.smsc.send(_text(2, "2"))
+    await held.sink_calls(2)  # not behind the first one's answer
+    assert held.batches == [["1"], ["2"]] and not held.smsc.answered
+    # Each batch is answered when its own sink call returns, whatever the order.
+    held.let_go("2")
+    await held.smsc.wait_answered({2})
+    assert 1 not in held.smsc.answered
+    held.let_go("1")
+    await held.smsc.wait_answered({1})
+
+
+async def test_at_most_sink_batches_are_stored_at_once(held: HeldLab) -> None:
+    for number in range(1, SINK_BATCHES + 1):
+        held.smsc.send(_text(number, str(number)))
+        await held.sink_calls(number)
+    # Every slot is taken: what comes now waits, and goes in one batch once a slot is free.
+    extra = range(SINK_BATCHES + 1, SINK_BATCHES + 4)
+    held.smsc.send(*[_text(number, str(number)) for number in extra])
+    await asyncio.sleep(0.05)
+    assert len(held.batches) == SINK_BATCHES
+    held.let_go("1")
+    await held.sink_calls(SINK_BATCHES + 1)
+    assert held.batches[-1] == [str(number) for number in extra]
+    held.let_go(*[str(number) for number in range(1, SINK_BATCHES + 4)])
+    await held.smsc.wait_answered(set(range(1, SINK_BATCHES + 4)))
+
+
+async def test_batches_in_the_sink_count_as_unanswered_for_the_linger(held_lingering: HeldLab) -> None:
+    lab = held_lingering
+    lab.smsc.send(_receipt(1, "a1"), _receipt(2, "a2"))  # the most unanswered at once: two
+    await lab.smsc.wait_answered({1, 2})
+    lab.smsc.send(_text(3, "3"))
+    await lab.sink_calls(2)
+    # One text still in the sink and this receipt: two unanswered again, so the SMSC may be
+    # holding the rest back until they are answered. The receipt does not wait.
+    lab.smsc.send(_receipt(4, "a4"))
+    await lab.smsc.wait_answered({4}, timeout=0.1)
+    assert lab.session.stats.lingered == 0
+    assert lab.batches == [["r", "r"], ["3"], ["r"]]
+    lab.let_go("3")
+    await lab.smsc.wait_answered({3})
