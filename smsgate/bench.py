@@ -546,6 +546,12 @@ def paired_ratio(numerator: Series, denominator: Series) -> float:
     return statistics.median(ratios) if ratios else 0.0
 
 
+def near(value: float, line: float) -> str:
+    """Two decimals, or three where two would hide which side of the target's line it is on."""
+    shown = f"{value:.2f}"
+    return f"{value:.3f}" if float(shown) == line and value != line else shown
+
+
 def ms(value: float) -> str:
     return f"{value:.1f} ms"
 
@@ -651,12 +657,12 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
                   "-", None)
     report.target("Raw link: aiosmpplib echo ESME, 1-part replies, same SMSC (receipts)",
                   describe(rr), "-", None)
-    report.target("Ratio gateway / raw link, SMSC sending receipts", f"{ratio:.2f}", ">= 0.6",
+    report.target("Ratio gateway / raw link, SMSC sending receipts", near(ratio, 0.6), ">= 0.6",
                   ratio >= 0.6)
     report.target("Баланс at saturation, gateway, SMSC sending no receipts", describe(gb), "-", None)
     report.target("Raw link: aiosmpplib echo ESME, 1-part replies, no receipts (as the issue"
                   " measured it)", describe(r), "-", None)
-    report.target("Ratio gateway / raw link, SMSC sending no receipts", f"{ratio_bare:.2f}",
+    report.target("Ratio gateway / raw link, SMSC sending no receipts", near(ratio_bare, 0.6),
                   ">= 0.6", ratio_bare >= 0.6)
     report.target("Lean echo ESME (prebuilt PDUs, receipts), 1-part replies", versus(lean), "-", None)
     report.target(f"Lean echo ESME with {parts}-part replies, as the gateway's", versus(lean_parts),
@@ -671,7 +677,7 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
     share = f"{sizes.password_share:.0%}"
     if ratio < 0.6 or ratio_bare < 0.6:
         report.notes.append(
-            f"**Gateway / raw link: {ratio:.2f} with receipts, {ratio_bare:.2f} without (target"
+            f"**Gateway / raw link: {near(ratio, 0.6)} with receipts, {near(ratio_bare, 0.6)} without (target"
             " 0.6).** The echo answers a text with one 70-character part; the gateway's `Баланс`"
             f" reply is {g.parts_per_reply:.1f} parts, so for each text it writes that many"
             " submit_sm and, with receipts, reads that many receipts, where the echo writes and"

@@ -118,3 +118,9 @@ async def test_the_load_smsc_stops_sending_to_an_esme_that_unbinds(
     finally:
         writer.close()
         await smsc.stop()
+
+
+def test_a_ratio_just_under_its_line_does_not_read_as_on_it() -> None:
+    assert bench.near(0.598, 0.6) == "0.598"  # "0.60" next to ">= 0.6, no" would read as a slip
+    assert bench.near(0.6, 0.6) == "0.60" and bench.near(0.603, 0.6) == "0.603"
+    assert bench.near(0.41, 0.6) == "0.41" and bench.near(0.6449, 0.6) == "0.64"
