@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -98,11 +99,18 @@ async def _lab(linger: float) -> AsyncIterator[Lab]:
 
     config = SmscConfig(port=port, embedded_simulator=False, receipt_linger=linger)
     session = SmppSession(config, sink)
+    async with _serving(smsc, session):
+        yield Lab(smsc, session, batches)
+
+
+@contextlib.asynccontextmanager
+async def _serving(smsc: RawSmsc, session: SmppSession) -> AsyncIterator[None]:
+    """The session running and bound to the raw SMSC; both stopped after."""
     running = asyncio.create_task(session.run())
     try:
         await smsc.bound()
         await asyncio.wait_for(session.bound.wait(), 5.0)
-        yield Lab(smsc, session, batches)
+        yield
     finally:
         await session.stop()
         running.cancel()
@@ -234,18 +242,11 @@ async def _held_lab(linger: float) -> AsyncIterator[HeldLab]:
 
     config = SmscConfig(port=port, embedded_simulator=False, receipt_linger=linger)
     lab = HeldLab(smsc, SmppSession(config, sink), batches, release)
-    running = asyncio.create_task(lab.session.run())
-    try:
-        await smsc.bound()
-        await asyncio.wait_for(lab.session.bound.wait(), 5.0)
-        yield lab
-    finally:
-        lab.let_go(*list(lab.release))
-        await lab.session.stop()
-        running.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await running
-        await smsc.stop()
+    async with _serving(smsc, lab.session):
+        try:
+            yield lab
+        finally:
+            lab.let_go(*list(lab.release))  # no sink call left waiting while the session stops
 
 
 @pytest.fixture
