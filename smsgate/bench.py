@@ -954,12 +954,12 @@ async def memory(report: Report, folder: Path, sizes: Sizes) -> None:
 # overlap: logging is done inside the others, and SQLite statements inside the group commits.
 PROFILE_PARTS = (
     ("reading and decoding PDUs", "smsgate/session.py", "_read_loop"),
-    ("storing texts and receipts, acknowledging", "smsgate/session.py", "_ack_loop"),
+    ("storing texts and receipts, acknowledging", "smsgate/session.py", "_store_and_answer"),
     ("answered inside the inbound commit (БАЛАНС reads)", "smsgate/gateway.py", "_answer_now"),
     ("routed by the processor (other commands)", "smsgate/gateway.py", "_route_one"),
     ("submitting replies", "smsgate/gateway.py", "_send_one"),
     ("group commits (SQL on the loop)", "store/db.py", "_write_groups"),
-    ("logging (metrics count every event)", "logging/__init__.py", "info"),
+    ("logging (metrics count every event)", "smsgate/logs.py", "info"),
     ("receipt parsing", "smsgate/pdu.py", "parse_receipt"),
     ("waiting for work (idle)", "~", "<method 'poll' of 'select.epoll' objects>"),
 )
