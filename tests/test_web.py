@@ -6,9 +6,10 @@ An SMS the site sends is a row in the outbox; reading it there is reading the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -896,58 +897,74 @@ async def logged_in_client(aiohttp_client: MakeClient, app: web.Application) -> 
     return client
 
 
-async def test_forms_without_a_csrf_token_are_refused(
-    aiohttp_client: MakeClient, config: Config, store: Store, services: Services,
-    demo: list[DemoAccount],
-) -> None:
+@dataclass
+class SignedIn:
+    """demo[0]'s resident, logged in on a client of this app."""
+
+    app: web.Application
+    client: Client
+
+
+@pytest.fixture
+async def signed_in(
+    aiohttp_client: MakeClient, config: Config, services: Services, demo: list[DemoAccount]
+) -> SignedIn:
     await make_resident(services, demo[0])
     app = create_app(config, services)
-    client = await logged_in_client(aiohttp_client, app)
-    before = await counts(store)
-    resident = await resident_row(store)
-    two_step = [Form("/reset/code", {"code": "123456"}), Form("/register/password", {"password": PASSWORD})]
-    for form in [*every_form(demo), *two_step]:
-        for token in (None, "", "forged-token"):
-            data = dict(form.fields) if token is None else {**form.fields, "csrf_token": token}
-            response = await client.post(form.path, data=data, allow_redirects=False)
-            body = await response.text()
-            assert response.status == 403, (form.path, token)
-            assert wording.CSRF in body and "Traceback" not in body
-    # A token from another browser's session does not work either.
-    stranger = await aiohttp_client(app)
-    foreign = await token_of(stranger, "/login")
-    response = await client.post("/logout", data={"csrf_token": foreign}, allow_redirects=False)
-    assert response.status == 403
+    return SignedIn(app, await logged_in_client(aiohttp_client, app))
+
+
+@contextlib.asynccontextmanager
+async def nothing_written(store: Store) -> AsyncIterator[None]:
+    """The block adds or removes no row anywhere and leaves the resident's row as it was."""
+    before, resident = await counts(store), await resident_row(store)
+    yield
     assert await counts(store) == before
     assert await resident_row(store) == resident
+
+
+async def test_forms_without_a_csrf_token_are_refused(
+    aiohttp_client: MakeClient, store: Store, demo: list[DemoAccount], signed_in: SignedIn,
+) -> None:
+    client = signed_in.client
+    two_step = [Form("/reset/code", {"code": "123456"}), Form("/register/password", {"password": PASSWORD})]
+    async with nothing_written(store):
+        for form in [*every_form(demo), *two_step]:
+            for token in (None, "", "forged-token"):
+                data = dict(form.fields) if token is None else {**form.fields, "csrf_token": token}
+                response = await client.post(form.path, data=data, allow_redirects=False)
+                body = await response.text()
+                assert response.status == 403, (form.path, token)
+                assert wording.CSRF in body and "Traceback" not in body
+        # A token from another browser's session does not work either.
+        stranger = await aiohttp_client(signed_in.app)
+        foreign = await token_of(stranger, "/login")
+        response = await client.post("/logout", data={"csrf_token": foreign}, allow_redirects=False)
+        assert response.status == 403
     assert (await client.get("/account", allow_redirects=False)).status == 200
 
 
 async def test_a_ten_thousand_character_field_is_refused_whole(
-    aiohttp_client: MakeClient, config: Config, store: Store, services: Services,
-    demo: list[DemoAccount],
+    store: Store, demo: list[DemoAccount], signed_in: SignedIn,
 ) -> None:
-    await make_resident(services, demo[0])
-    app = create_app(config, services)
-    client = await logged_in_client(aiohttp_client, app)
-    before = await counts(store)
-    resident = await resident_row(store)
-    for form in every_form(demo):
-        if form.path == "/logout":
-            continue
-        for name in form.fields:
-            for filler in ("9" * 10_000, "Я" * 10_000):
-                token = await token_of(client, form.page or form.path)
-                data = {**form.fields, name: filler, "csrf_token": token}
-                response = await client.post(form.path, data=data, allow_redirects=False)
-                body = await response.text()
-                # ASCII fits the body limit and meets the field limit; Cyrillic is too big a body.
-                expected = (400, wording.TOO_LONG.format(limit=MAX_FIELD_CHARS)) if filler[0] == "9" \
-                    else (413, wording.TOO_LARGE)
-                assert (response.status, expected[1] in body) == (expected[0], True), (form.path, name)
-                assert "Traceback" not in body and filler[:100] not in body
-    assert await counts(store) == before
-    assert await resident_row(store) == resident
+    client = signed_in.client
+    async with nothing_written(store):
+        for form in every_form(demo):
+            if form.path == "/logout":
+                continue
+            for name in form.fields:
+                for filler in ("9" * 10_000, "Я" * 10_000):
+                    token = await token_of(client, form.page or form.path)
+                    data = {**form.fields, name: filler, "csrf_token": token}
+                    response = await client.post(form.path, data=data, allow_redirects=False)
+                    body = await response.text()
+                    # ASCII fits the body limit and meets the field limit; Cyrillic is too big a
+                    # body.
+                    expected = (400, wording.TOO_LONG.format(limit=MAX_FIELD_CHARS)) \
+                        if filler[0] == "9" else (413, wording.TOO_LARGE)
+                    assert (response.status, expected[1] in body) == (expected[0], True), \
+                        (form.path, name)
+                    assert "Traceback" not in body and filler[:100] not in body
     assert (await client.get("/account", allow_redirects=False)).status == 200
 
 
@@ -974,31 +991,26 @@ HTML = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
 async def test_sql_and_html_in_every_field_are_harmless(
-    aiohttp_client: MakeClient, config: Config, store: Store, services: Services,
-    demo: list[DemoAccount],
+    aiohttp_client: MakeClient, store: Store, demo: list[DemoAccount], signed_in: SignedIn,
 ) -> None:
-    await make_resident(services, demo[0])
-    app = create_app(config, services)
-    client = await logged_in_client(aiohttp_client, app)
-    anonymous = await aiohttp_client(app)
-    before = await counts(store)
-    resident = await resident_row(store)
+    client = signed_in.client
+    anonymous = await aiohttp_client(signed_in.app)
     forms = [form for form in every_form(demo) if form.path not in ("/logout", "/login")]
     checks = [(client if form.page or form.path == "/password" else anonymous, form) for form in forms]
     checks.append((anonymous, Form("/login", {"login": PHONE, "password": PASSWORD})))
-    for who, form in checks:
-        for name in form.fields:
-            for payload in (SQL, HTML, SQL + HTML):
-                token = await token_of(who, form.page or form.path)
-                response = await who.post(form.path, data={**form.fields, name: payload,
-                                                           "csrf_token": token},
-                                          allow_redirects=False)
-                body = await response.text()
-                assert 400 <= response.status < 500, (form.path, name, payload, response.status)
-                assert "<script>alert" not in body and "<img src=x" not in body
-                assert "Traceback" not in body and "sqlite" not in body.lower()
-    assert await counts(store) == before
-    assert await resident_row(store) == resident
+    resident = await resident_row(store)
+    async with nothing_written(store):
+        for who, form in checks:
+            for name in form.fields:
+                for payload in (SQL, HTML, SQL + HTML):
+                    token = await token_of(who, form.page or form.path)
+                    response = await who.post(form.path, data={**form.fields, name: payload,
+                                                               "csrf_token": token},
+                                              allow_redirects=False)
+                    body = await response.text()
+                    assert 400 <= response.status < 500, (form.path, name, payload, response.status)
+                    assert "<script>alert" not in body and "<img src=x" not in body
+                    assert "Traceback" not in body and "sqlite" not in body.lower()
     # Also in the two-step forms, and the login typed comes back escaped.
     response = await submit(anonymous, "/login", {"login": HTML, "password": SQL})
     body = await response.text()
