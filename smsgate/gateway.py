@@ -517,10 +517,10 @@ class Gateway:
             done.append((answer.item.id, "done" if answer.ok else "failed", answer.handler))
             outgoing += answer.outgoing
         at = now()
-        pending = self._take_results()
+        pending = self._pending_results()
 
         def write(db: sqlite3.Connection) -> list[tuple[int, messages.NewOutgoing]]:
-            self._write_results(db, pending)
+            self._write_results(db, self._results_here(pending))
             queued = messages.enqueue_rows_sync(db, outgoing, at)
             messages.finish_inbound_sync(db, done)
             return queued
@@ -528,9 +528,11 @@ class Gateway:
         try:
             queued = await self.store.write(write)
         except BaseException:
-            self._restore_results(pending)
+            if pending:
+                self._restore_results(pending[0])
             raise
-        self._results_written(pending)
+        if pending:
+            self._results_written(pending[0])
         for answer in answers:
             self._release(answer.item.phone)
         self._queued(queued, at)
@@ -771,15 +773,36 @@ class Gateway:
             await self._retry_orphans()
 
     async def _flush_results(self) -> None:
-        pending = self._take_results()
-        if not any(pending):
+        if not (self._results or self._finished or self._failures or self._acked_pending):
             return
+        pending = self._pending_results()
+
+        def write(db: sqlite3.Connection) -> None:
+            self._write_results(db, self._results_here(pending))
+
         try:
-            await self.store.write(self._write_results, pending)
+            await self.store.write(write)
         except BaseException:
-            self._restore_results(pending)
+            if pending:
+                self._restore_results(pending[0])
             raise
-        self._results_written(pending)
+        if pending:
+            self._results_written(pending[0])
+
+    def _pending_results(self) -> list[_Pending]:
+        """Where a write's submit results go: taken here if the write runs in another thread,
+        else inside the transaction (`_results_here`), as late as can be.
+
+        A receipt's transaction matches it against the parts recorded so far, and takes the
+        results noted since: results taken before their write ran, by a write that then came
+        after the receipt's in the same group, would leave the receipt without its part.
+        """
+        return [] if self.store.writes_on_loop else [self._take_results()]
+
+    def _results_here(self, pending: list[_Pending]) -> _Pending:
+        if not pending:
+            pending.append(self._take_results())
+        return pending[0]
 
     def _take_results(self) -> _Pending:
         pending = (self._results, self._finished, self._failures, self._acked_pending)
