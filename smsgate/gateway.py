@@ -17,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from handlers import HANDLERS
 from smsgate import logs, pdu, phone, security, ussd
@@ -28,6 +29,7 @@ from store import messages
 from store.db import Store, now
 
 log = logs.get("gateway")
+_T = TypeVar("_T")
 PROCESS_BATCH = 256
 ROUTE_LIMIT = 1000  # texts being routed at once (most wait for their phone's earlier text)
 RESULTS_DELAY = 0.02  # seconds submit results wait to be written with others
@@ -517,22 +519,13 @@ class Gateway:
             done.append((answer.item.id, "done" if answer.ok else "failed", answer.handler))
             outgoing += answer.outgoing
         at = now()
-        pending = self._pending_results()
 
         def write(db: sqlite3.Connection) -> list[tuple[int, messages.NewOutgoing]]:
-            self._write_results(db, self._results_here(pending))
             queued = messages.enqueue_rows_sync(db, outgoing, at)
             messages.finish_inbound_sync(db, done)
             return queued
 
-        try:
-            queued = await self.store.write(write)
-        except BaseException:
-            if pending:
-                self._restore_results(pending[0])
-            raise
-        if pending:
-            self._results_written(pending[0])
+        queued = await self._write_with_results(write)
         for answer in answers:
             self._release(answer.item.phone)
         self._queued(queued, at)
@@ -773,36 +766,34 @@ class Gateway:
             await self._retry_orphans()
 
     async def _flush_results(self) -> None:
-        if not (self._results or self._finished or self._failures or self._acked_pending):
-            return
-        pending = self._pending_results()
+        if self._results or self._finished or self._failures or self._acked_pending:
+            await self._write_with_results(lambda _db: None)
 
-        def write(db: sqlite3.Connection) -> None:
-            self._write_results(db, self._results_here(pending))
+    async def _write_with_results(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """store.write(work), the pending submit results written first in the same transaction.
+
+        They are taken inside the transaction, as late as can be (before it, when it runs in
+        another thread: gateway state stays on the loop). A receipt's transaction matches it
+        against the parts recorded so far and takes the results noted since: results taken
+        before their write ran, by a write that then came after the receipt's in the same
+        group, would leave the receipt without its part.
+        """
+        pending: list[_Pending] = [] if self.store.writes_on_loop else [self._take_results()]
+
+        def write(db: sqlite3.Connection) -> _T:
+            if not pending:
+                pending.append(self._take_results())
+            self._write_results(db, pending[0])
+            return work(db)
 
         try:
-            await self.store.write(write)
+            result = await self.store.write(write)
         except BaseException:
             if pending:
-                self._restore_results(pending[0])
+                self._restore_results(pending[0])  # not written: the next commit takes them
             raise
-        if pending:
-            self._results_written(pending[0])
-
-    def _pending_results(self) -> list[_Pending]:
-        """Where a write's submit results go: taken here if the write runs in another thread,
-        else inside the transaction (`_results_here`), as late as can be.
-
-        A receipt's transaction matches it against the parts recorded so far, and takes the
-        results noted since: results taken before their write ran, by a write that then came
-        after the receipt's in the same group, would leave the receipt without its part.
-        """
-        return [] if self.store.writes_on_loop else [self._take_results()]
-
-    def _results_here(self, pending: list[_Pending]) -> _Pending:
-        if not pending:
-            pending.append(self._take_results())
-        return pending[0]
+        self._results_written(pending[0])
+        return result
 
     def _take_results(self) -> _Pending:
         pending = (self._results, self._finished, self._failures, self._acked_pending)
