@@ -41,6 +41,11 @@ class SmscConfig:
     throttle_pause: float = 1.0
     throttle_pause_max: float = 30.0
     request_delivery_receipts: bool = True
+    # How a text longer than one SMS goes out: "udh", as numbered parts (one submit_sm each, which
+    # every SMSC takes), or "payload", whole in one submit_sm's message_payload for the SMSC to
+    # split (one submit, one SMSC id and one receipt a message; not every SMSC accepts it). An
+    # SMSC that refuses it gets that message and every later one as parts (docs/architecture.md).
+    long_text: str = "udh"
     # Seconds a submit may wait for its response before the link is considered dead.
     response_timeout: float = 10.0
     # A submit left unanswered by a lost link (or a crash) waits this long after the next bind for
@@ -65,6 +70,7 @@ class SimulatorConfig:
     throttle_every: int = 0  # answer every Nth submit_sm ESME_RTHROTTLED; 0 = never
     drop_after: int = 0  # close the connection after every N accepted submits; 0 = never
     mo_window: int = 100  # unanswered deliver_sm in flight to one ESME
+    message_payload: bool = True  # take submit_sm with message_payload; false: refuse it (0xC1)
 
 
 @dataclass(frozen=True)
@@ -259,6 +265,8 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError("[smsc] submit_rate must be positive")
         if not 0 <= obj.receipt_linger <= 0.1:
             raise ConfigError("[smsc] receipt_linger must be from 0 to 0.1 seconds")
+        if obj.long_text not in ("udh", "payload"):
+            raise ConfigError('[smsc] long_text must be "udh" or "payload"')
     if isinstance(obj, WebConfig):
         trusted_networks(obj.trusted_proxies)
     if isinstance(obj, UssdConfig):

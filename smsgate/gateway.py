@@ -152,6 +152,9 @@ class Gateway:
         self._scheduled: set[int] = set()  # queued to send or in flight, until recorded
         self._sending = _InTurn(max(config.smsc.window * 4, 64))  # replies in order per phone
         self._recorded: dict[int, set[int]] = {}  # parts accepted before, of rows about to be sent
+        # Set once the SMSC refuses a text whole in message_payload ([smsc] long_text = "payload"):
+        # from then on, until a restart, long texts go as UDH parts.
+        self._payload_refused = False
         self._results: list[messages.PartResult] = []
         self._finished: list[tuple[int, float]] = []
         self._failures: list[tuple[int, str, float]] = []
@@ -563,6 +566,13 @@ class Gateway:
             self._scheduled.add(outbox_id)
             self._to_send.put_nowait(outbox_id if row is None else row)
 
+    @property
+    def long_text(self) -> str:
+        """How long texts go out now: "udh", "payload", or "udh" after the SMSC refused payload."""
+        if self.config.smsc.long_text == "payload" and self._payload_refused:
+            return "udh (the SMSC refused message_payload)"
+        return self.config.smsc.long_text
+
     async def _send_loop(self) -> None:
         while True:
             entries = [await self._to_send.get()]
@@ -613,15 +623,31 @@ class Gateway:
         done_parts = self._recorded.pop(row.id, set())
         udh = len(parts) > 1
         builders: list[tuple[int, Callable[[int], bytes], bytes]] = []
-        for number, (coding, data) in enumerate(parts, start=1):
-            if number in done_parts:
-                continue  # accepted before a restart
+        # Whole in one submit_sm when configured and nothing of it went as parts before a restart
+        # (nor the other way round: a message accepted whole is done).
+        whole = (udh and smsc.long_text == "payload" and not self._payload_refused
+                 and not done_parts)
+        if whole:
+            coding, encoded = pdu.encode_whole(row.text)
 
-            def build(sequence: int, coding: int = coding, data: bytes = data) -> bytes:
-                return pdu.build_submit_sm(sequence, source, destination, coding, data, udh=udh,
-                                           registered_delivery=registered, tlvs=tlvs)
+            def build_whole(sequence: int) -> bytes:
+                return pdu.build_submit_sm(sequence, source, destination, coding, b"",
+                                           registered_delivery=registered, tlvs=tlvs,
+                                           message_payload=encoded)
 
-            builders.append((number, build, bytes((coding,)) + data))
+            builders.append((messages.WHOLE, build_whole, bytes((coding,)) + encoded))
+            udh = False
+        elif messages.WHOLE not in done_parts:
+            for number, (coding, data) in enumerate(parts, start=1):
+                if number in done_parts:
+                    continue  # accepted before a restart
+
+                def build(sequence: int, coding: int = coding, data: bytes = data) -> bytes:
+                    return pdu.build_submit_sm(sequence, source, destination, coding, data,
+                                               udh=udh, registered_delivery=registered, tlvs=tlvs)
+
+                builders.append((number, build, bytes((coding,)) + data))
+        weight = len(parts) if whole else 1  # SMS parts a submit carries, for the submit rate
         if row.id in self._startup_doubts:
             first: list[tuple[int, str] | None] = [None] * len(builders)  # all in doubt
         elif builders:
@@ -629,7 +655,7 @@ class Gateway:
             # right here (it is written before the others' tasks start), the rest in tasks.
             rest = [asyncio.ensure_future(self._submit_part(row.id, n, b)) for n, b, _c in builders[1:]]
             try:
-                head = await self._submit_part(row.id, builders[0][0], builders[0][1])
+                head = await self._submit_part(row.id, builders[0][0], builders[0][1], weight)
             except BaseException:
                 await asyncio.gather(*rest, return_exceptions=True)
                 raise
@@ -641,13 +667,21 @@ class Gateway:
             if answer is None:
                 # Sent when the link (or the process) died, with no answer: settled one at a time.
                 part_text = self._part_text(coded[0], coded[1:], udh)
-                status, smsc_id = await self._submit_in_doubt(row, builder, part_text)
+                status, smsc_id = await self._submit_in_doubt(row, builder, part_text, weight)
                 if status == pdu.ESME_ROK:
                     self._note_part(row.id, number, smsc_id)
             else:
                 status, smsc_id = answer
             if status != pdu.ESME_ROK:
                 refused = refused or f"submit refused: {pdu.status_name(status)}"
+            if whole and status in pdu.PAYLOAD_REFUSALS:
+                # This SMSC does not take message_payload: this text, and every later one, as parts.
+                self._payload_refused = True
+                log.warning("message_payload_refused", extra={
+                    "msisdn": row.phone, "outbox_id": row.id, "status": pdu.status_name(status),
+                })
+                await self._submit_message(row)
+                return
         if refused:
             self._startup_doubts.discard(row.id)
             self._fail(row, refused)
@@ -663,7 +697,7 @@ class Gateway:
                                    "queued_ms": round((now() - row.created_at) * 1000, 1)})
 
     async def _submit_part(
-        self, outbox_id: int, number: int, build: Callable[[int], bytes]
+        self, outbox_id: int, number: int, build: Callable[[int], bytes], weight: int = 1
     ) -> tuple[int, str] | None:
         """(status, SMSC id) of one part, or None if the link dropped before the answer.
 
@@ -672,7 +706,7 @@ class Gateway:
         behind its submit_sm_resp, and the transaction that stores that receipt must already
         hold the part to match it (else the receipt waits as an orphan and is matched again).
         """
-        answer = await self._try_submit(build)
+        answer = await self._try_submit(build, weight)
         if answer is None:
             return None
         status, smsc_id = answer[0], pdu.response_message_id(answer[1])
@@ -686,15 +720,18 @@ class Gateway:
             outbox_id, number, smsc_id, (key,) if key is not None else (), now()
         ))
 
-    async def _try_submit(self, build: Callable[[int], bytes]) -> tuple[int, bytes] | None:
-        """(status, response) of one part, or None if the link dropped before the answer."""
+    async def _try_submit(
+        self, build: Callable[[int], bytes], weight: int = 1
+    ) -> tuple[int, bytes] | None:
+        """(status, response) of one submit, or None if the link dropped before the answer."""
         try:
-            return await self.session.submit(build)
+            return await self.session.submit(build, weight)
         except LinkDown:
             return None
 
     async def _submit_in_doubt(
-        self, row: messages.Outgoing, build: Callable[[int], bytes], part_text: str
+        self, row: messages.Outgoing, build: Callable[[int], bytes], part_text: str,
+        weight: int = 1,
     ) -> tuple[int, str]:
         """A part that may or may not have reached the SMSC: (status, SMSC id) once settled."""
         while True:
@@ -703,7 +740,7 @@ class Gateway:
             smsc_id = await self._settle_doubt(row, part_text)
             if smsc_id is not None:
                 return pdu.ESME_ROK, smsc_id
-            answer = await self._try_submit(build)
+            answer = await self._try_submit(build, weight)
             if answer is not None:
                 return answer[0], pdu.response_message_id(answer[1])
             # The link dropped again before the answer: in doubt again.

@@ -70,7 +70,8 @@ class RunResult:
 
     texts: int = 0
     replies: int = 0
-    parts: int = 0
+    parts: int = 0  # SMS parts of the replies (a submit_sm with message_payload carries several)
+    submits: int = 0  # submit_sm read
     receipts: int = 0
     seconds: float = 0.0
     latencies: dict[str, list[float]] = field(default_factory=dict)
@@ -340,7 +341,9 @@ class LoadSmsc(asyncio.Protocol):
         message_id = f"{number:012X}"
         self._transport.write(pdu.response(pdu.SUBMIT_SM, sequence, body=message_id.encode() + b"\x00"))
         result = self._result
-        result.parts += 1
+        result.submits += 1
+        whole = not message.concat and pdu.TAG_MESSAGE_PAYLOAD in message.tlvs
+        result.parts += pdu.count_parts(message.text) if whole else 1
         if self.receipts and message.registered_delivery & 1:
             self._receipts.append(self._receipt(message, message_id))
             result.receipts += 1

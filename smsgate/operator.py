@@ -93,6 +93,7 @@ async def status_of(gateway: Gateway, metrics: Metrics) -> dict[str, Any]:
         "in_last_hour": metrics.recent_in.since(3600, now),
         "out_last_minute": metrics.recent_out.since(60, now),
         "out_last_hour": metrics.recent_out.since(3600, now),
+        "long_text": gateway.long_text,
         "last_link_error": stats.last_error,
         "last_problem": (
             {"at": problem[0], "event": problem[1], "detail": problem[2]} if problem else None
@@ -136,6 +137,7 @@ def format_status(data: dict[str, Any]) -> str:
         f"unanswered in:   {data['inbox_pending']}",
         f"texts in:        {data['in_last_minute']} last minute, {data['in_last_hour']} last hour",
         f"messages out:    {data['out_last_minute']} last minute, {data['out_last_hour']} last hour",
+        f"long texts:      {data.get('long_text', 'udh')}",
         f"last link error: {data['last_link_error'] or '-'}",
         "last problem:    " + (
             f"{problem['event']} {problem['detail']} at "

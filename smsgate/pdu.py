@@ -18,7 +18,8 @@ itself; each case is pinned by a test of real PDU bytes in tests/test_pdu.py:
   string, two-octet values cannot be sent); `build_submit_sm` appends raw TLV bytes instead.
   auto_message_payload sends texts of up to 254 octets as one short_message even when longer than
   one SMS and its UDH splitter counts GSM characters instead of septets; `split_text` does real
-  UDH concatenation (IE 0x00, or IE 0x08 for references above 255) itself.
+  UDH concatenation (IE 0x00, or IE 0x08 for references above 255) itself, and
+  `build_submit_sm(message_payload=...)` the whole text in one TLV where the SMSC takes it.
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ ESME_RINVPASWD = 0x0E
 ESME_RMSGQFUL = 0x14
 ESME_RTHROTTLED = 0x58
 ESME_RX_T_APPN = 0x64
+ESME_RINVMSGLEN = 0x01
+ESME_RINVOPTPARSTREAM = 0xC0
+ESME_ROPTPARNOTALLWD = 0xC1
+ESME_RINVPARLEN = 0xC2
+ESME_RMISSINGOPTPARAM = 0xC3
+ESME_RINVOPTPARAMVAL = 0xC4
+# What an SMSC that does not take message_payload answers a submit_sm carrying it.
+PAYLOAD_REFUSALS = frozenset((
+    ESME_RINVMSGLEN, ESME_RINVOPTPARSTREAM, ESME_ROPTPARNOTALLWD, ESME_RINVPARLEN,
+    ESME_RMISSINGOPTPARAM, ESME_RINVOPTPARAMVAL,
+))
 
 # TLV tags.
 TAG_USER_MESSAGE_REFERENCE = 0x0204
@@ -530,6 +542,21 @@ def split_text(text: str, reference: int) -> list[tuple[int, bytes]]:
     return parts
 
 
+def encode_whole(text: str) -> tuple[int, bytes]:
+    """A text in one piece for message_payload (data_coding, octets): the SMSC splits it.
+
+    GSM 03.38 unpacked (one septet an octet, as in short_message) when every character has one,
+    else UCS-2; at most 64 KiB, the TLV's limit.
+    """
+    if is_gsm(text):
+        coding, encoded = 0, _GSM.encode(text)[0]
+    else:
+        coding, encoded = 8, text.encode("utf-16-be")
+    if len(encoded) > 0xFFFF:
+        raise ValueError(f"text too long for message_payload ({len(encoded)} octets)")
+    return coding, encoded
+
+
 def _split_septets(encoded: bytes, size: int) -> list[bytes]:
     chunks: list[bytes] = []
     start = 0
@@ -571,8 +598,12 @@ def build_submit_sm(
     service_type: str = "",
     command_id: int = SUBMIT_SM,
     esm_class: int | None = None,
+    message_payload: bytes | None = None,
 ) -> bytes:
     """A submit_sm (or deliver_sm, by command_id) PDU carrying already encoded user data.
+
+    With message_payload the text travels whole in that TLV (0x0424) and short_message is empty
+    (SMPP 3.4 section 5.3.2.32: one or the other); user_data must then be empty.
 
     Written field by field (SMPP 3.4 section 4.4.1) rather than through aiosmpplib's SubmitSm,
     whose construction checks every field at a cost the send path felt; tests/test_pdu.py shows
@@ -589,6 +620,12 @@ def build_submit_sm(
         raise ValueError(f"user data too long ({len(user_data)} octets, at most 254)")
     for value, kind in ((source_ton, TON), (source_npi, NPI), (ton, TON), (npi, NPI)):
         kind(value)  # ValueError for a value SMPP does not name
+    if message_payload is not None:
+        if user_data:
+            raise ValueError("message_payload and short_message exclude each other")
+        if len(message_payload) > 0xFFFF:
+            raise ValueError(f"message_payload too long ({len(message_payload)} octets)")
+        tlvs += tlv(TAG_MESSAGE_PAYLOAD, message_payload)
     if esm_class is None:
         esm_class = UDHI if udh else 0
     body = b"".join((

@@ -74,11 +74,11 @@ class RateLimiter:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    def delay(self) -> float:
-        """Take a slot; the seconds to wait for it (0 when it is now)."""
+    def delay(self, weight: int = 1) -> float:
+        """Take `weight` slots (SMS parts); the seconds to wait for them (0 when it is now)."""
         now = time.monotonic()
         slot = max(self._next, now - self.interval * 4)  # up to a 5-part burst after idling
-        self._next = slot + self.interval
+        self._next = slot + self.interval * weight
         return slot - now
 
 
@@ -472,8 +472,11 @@ class SmppSession:
         if data and writer is not None and writer is self._writer and not writer.is_closing():
             writer.write(data)
 
-    async def submit(self, build: Callable[[int], bytes]) -> tuple[int, bytes]:
-        """Send one submit_sm part (built for a sequence number); returns (status, response).
+    async def submit(self, build: Callable[[int], bytes], parts: int = 1) -> tuple[int, bytes]:
+        """Send one submit_sm (built for a sequence number); returns (status, response).
+
+        `parts` is how many SMS parts it carries (a whole text in message_payload carries all of
+        its own): the submit rate is counted in parts, as operators sell it.
 
         Waits while unbound or paused by throttling; raises LinkDown if the link drops before the
         SMSC answers.
@@ -486,7 +489,7 @@ class SmppSession:
                     await self.bound.wait()
                 if not self._resume.is_set():
                     await self._resume.wait()
-                delay = self._rate.delay()
+                delay = self._rate.delay(parts)
                 if delay > 0:
                     await asyncio.sleep(delay)
                 started = time.monotonic()

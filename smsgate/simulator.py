@@ -80,8 +80,8 @@ class Sent:
 
     phone: str  # E.164 when the destination was international (TON 1), else as on the wire
     text: str  # '' when the data_coding is not text
-    parts: int
-    message_ids: tuple[str, ...]  # as given in each part's submit_sm_resp, in part order
+    parts: int  # SMS parts the handset gets (the SMSC splits a text sent whole in message_payload)
+    message_ids: tuple[str, ...]  # as given in each submit_sm_resp, in part order
     source: str
     data_coding: int
     tlvs: Mapping[int, bytes] = field(hash=False)  # of the first part
@@ -193,6 +193,7 @@ class Simulator:
         service_ton: int = 3,
         service_npi: int = 0,
         receipt_delay: float = 0.0,
+        message_payload: bool = True,
     ) -> None:
         if receipt_format not in RECEIPT_FORMATS:
             raise ValueError(f"receipt_format must be one of {', '.join(RECEIPT_FORMATS)}")
@@ -216,6 +217,8 @@ class Simulator:
         self.service_ton = service_ton
         self.service_npi = service_npi
         self.receipt_delay = receipt_delay
+        # False: refuse a submit_sm carrying message_payload, as SMSCs that do not take it do.
+        self.message_payload = message_payload
 
         self.sent: list[Sent] = []
         self.acknowledged: list[Acknowledged] = []
@@ -226,6 +229,7 @@ class Simulator:
         self.binds = 0
         self.drops = 0  # connections closed by drop_after
         self.receipts_sent = 0  # receipts the ESME answered
+        self.payload_refused = 0  # submit_sm refused for carrying message_payload
 
         self._received = 0  # every well-formed submit_sm, for throttle_every
         # Millisecond start keeps ids unique across restarts, since the gateway persists them.
@@ -715,6 +719,11 @@ class Simulator:
             session.send(pdu.submit_sm_resp(header.sequence, "", pdu.ESME_RTHROTTLED))
             _event(logging.DEBUG, "submit_throttled", peer=session.peer)
             return
+        if not self.message_payload and pdu.TAG_MESSAGE_PAYLOAD in message.tlvs:
+            self.payload_refused += 1
+            session.send(pdu.submit_sm_resp(header.sequence, "", pdu.ESME_ROPTPARNOTALLWD))
+            _event(logging.INFO, "submit_refused", peer=session.peer, reason="message_payload")
+            return
         number = next(self._message_ids)
         # "decimal" receipts exist to test an SMSC that writes the id in hex in submit_sm_resp
         # and in decimal in the receipt, so that format forces hex here.
@@ -756,10 +765,11 @@ class Simulator:
         first = parts[0][0]
         # Decoding the joined payload keeps characters split across parts (surrogates) whole.
         text, is_text = pdu.decode_text(first.data_coding, b"".join(m.payload for m, _ in parts))
+        whole = len(parts) == 1 and not first.concat and pdu.TAG_MESSAGE_PAYLOAD in first.tlvs
         sent = Sent(
             phone=_phone(first.destination, first.dest_ton),
             text=text if is_text else "",
-            parts=len(parts),
+            parts=pdu.count_parts(text) if whole and is_text else len(parts),
             message_ids=tuple(message_id for _, message_id in parts),
             source=first.source,
             data_coding=first.data_coding,
@@ -1106,6 +1116,7 @@ async def run_simulator(config: Config) -> None:
             throttle_every=settings.throttle_every,
             drop_after=settings.drop_after,
             mo_window=settings.mo_window,
+            message_payload=settings.message_payload,
             service_number=config.smsc.source_addr,
             service_ton=config.smsc.source_ton,
             service_npi=config.smsc.source_npi,

@@ -303,6 +303,11 @@ async def get_outgoing(db: aiosqlite.Connection, ids: Sequence[int]) -> list[Out
     return [Outgoing(*row) for row in rows]
 
 
+# part_no of a message submitted whole (message_payload): the SMSC splits it, and its one id and
+# one receipt stand for all of its parts.
+WHOLE = 0
+
+
 @dataclass(slots=True)
 class PartResult:
     outbox_id: int
@@ -467,12 +472,15 @@ def match_receipts_sync(
     for marks, outbox_ids in _in_lists(sorted(last)):
         rows = db.execute(
             "SELECT o.id, o.parts, count(p.part_no), coalesce(sum(p.state = 'delivered'), 0),"
-            " coalesce(max(p.state = 'expired'), 0) FROM outbox AS o LEFT JOIN outbox_parts AS p"
+            f" coalesce(max(p.state = 'expired'), 0), coalesce(min(p.part_no) = {WHOLE}, 0)"
+            " FROM outbox AS o LEFT JOIN outbox_parts AS p"
             f" ON p.outbox_id = o.id AND p.state != 'submitted' WHERE o.id IN ({marks})"
             " GROUP BY o.id", outbox_ids,
         ).fetchall()
         for row in rows:
-            outbox_id, parts, final, delivered, expired = (int(value) for value in row)
+            outbox_id, parts, final, delivered, expired, whole = (int(value) for value in row)
+            if whole:
+                parts = 1  # submitted whole: its one receipt settles it
             if final < parts:
                 continue
             receipt = last[outbox_id]

@@ -38,12 +38,21 @@ def test_smoke_run_writes_a_report_with_every_scenario(tmp_path: Path) -> None:
         assert re.search(rf"\| {row} \| {number} \|", report), row
     for receipts in ("SMSC sending receipts", "SMSC sending no receipts"):
         assert re.search(rf"\| Ratio gateway / raw link, {receipts} \| [\d.]+ \| >= 0.6 \|", report)
+    # The same with each long reply sent whole (message_payload), receipts and none.
+    for row in (r" \(receipts\)", r", no receipts"):
+        assert re.search(rf'\| Баланс at saturation, gateway with `long_text = "payload"`{row} \|'
+                         rf" {number} \|", report), row
+    for row in ("SMSC sending receipts", "no receipts"):
+        assert re.search(rf'\| Ratio gateway with `long_text = "payload"` / raw link, {row} \|'
+                         r" [\d.]+ \| >= 0.6 \|", report), row
     for row in (r"Lean echo ESME \(prebuilt PDUs, receipts\), 1-part replies",
                 r"Lean echo ESME with \d+-part replies, as the gateway's"):
         assert re.search(rf"\| {row} \| {number}; gateway / this = [\d.]+ \|", report), row
     for label in (r"raw link: aiosmpplib echo, 1-part replies, receipts", r"gateway, Баланс, receipts",
                   r"raw link: aiosmpplib echo, 1-part replies, no receipts \(the issue's\)",
                   r"gateway, Баланс, no receipts", r"lean echo, 1-part replies, receipts",
+                  r'gateway with `long_text = "payload"`, Баланс, receipts',
+                  r'gateway with `long_text = "payload"`, Баланс, no receipts',
                   r"lean echo, \d+-part replies, receipts", r"raw link \(aiosmpplib echo\), \d+/s"):
         found = re.search(rf"\| {label} \| ([\d,]+) \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ \|",
                           report)

@@ -293,6 +293,27 @@ def test_submit_sm_written_by_hand_is_the_librarys(
                                          data, **options)
 
 
+@pytest.mark.parametrize("text", [
+    "Долг на 02.12.2026\nСчёт 1000000123:\nВодоканал Барнаула: 2 345,67\nИтого: 2 345,67 руб.",
+    "Balance " * 40,  # GSM 03.38, 320 septets: more than short_message's 254 octets
+])
+def test_a_text_whole_in_message_payload_is_the_librarys(text: str) -> None:
+    coding, encoded = pdu.encode_whole(text)
+    ours = pdu.build_submit_sm(7, ("7377", 3, 0), ("79031234567", 1, 1), coding, b"",
+                               message_payload=encoded)
+    library = SubmitSm(sequence_num=7, message_payload=text, source=PhoneNumber("7377", TON(3), NPI(0)),
+                       destination=PhoneNumber("79031234567", TON(1), NPI(1)), registered_delivery=1,
+                       encoding="ucs2" if coding == 8 else None)
+    assert ours == bytes(library.pdu())
+    back = pdu.decode_sm(ours)  # as an SMSC reads it: the whole text, no parts
+    assert back.text == text and back.concat is None and back.tlvs[pdu.TAG_MESSAGE_PAYLOAD] == encoded
+    assert pdu.count_parts(text) > 1
+    with pytest.raises(ValueError):
+        pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"x", message_payload=b"y")
+    with pytest.raises(ValueError):
+        pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"", message_payload=bytes(70_000))
+
+
 def test_deliver_sm_and_its_response_written_by_hand_are_the_librarys() -> None:
     for esm_class, data in ((0, "Баланс".encode("utf-16-be")), (0x04, b"id:1 stat:DELIVRD")):
         ours = pdu.build_deliver_sm(3, ("79031234567", 1, 1), ("7377", 3, 0), 8 if esm_class == 0

@@ -12,6 +12,7 @@ import pytest
 
 from smsgate import gateway as gateway_module
 from smsgate import pdu, texts
+from store import messages
 from tests.harness import Harness
 
 PHONES = [f"+7903{n:07d}" for n in range(1, 21)]
@@ -135,6 +136,74 @@ async def test_multi_part_reply_is_delivered_when_every_part_is(tmp_path: Path) 
             "SELECT count(*) FROM outbox_parts WHERE state = 'delivered'"
         ) as cursor:
             assert (await cursor.fetchone())[0] == 1 + gate.simulator.sent_to(PHONES[0])[-1].parts
+    finally:
+        await gate.close()
+
+
+async def test_a_long_reply_goes_whole_in_message_payload_where_configured(tmp_path: Path) -> None:
+    gate = Harness(tmp_path, smsc={"long_text": "payload"})
+    await gate.start()
+    try:
+        account = gate.demo[0]
+        await gate.sms(PHONES[0], f"рег {account.number} {account.receipt_code}")
+        [balance] = await gate.sms(PHONES[0], "баланс")
+        short, whole = gate.simulator.sent_to(PHONES[0])
+        assert pdu.TAG_MESSAGE_PAYLOAD not in short.tlvs and short.parts == 1  # one SMS: as ever
+        # One submit_sm for the whole reply, the SMSC splits it: one id, one receipt.
+        assert whole.tlvs[pdu.TAG_MESSAGE_PAYLOAD] == balance.encode("utf-16-be")
+        assert len(whole.message_ids) == 1 and whole.parts == pdu.count_parts(balance) > 1
+        assert gate.simulator.submits == 2
+        assert gate.gateway is not None and gate.gateway.long_text == "payload"
+        assert balance.startswith("Долг на ") and account.number in balance
+        await eventually(lambda: _states_are(gate, {"delivered": 2}))
+        async with gate.store.db.execute(
+            "SELECT o.parts, p.part_no, p.state FROM outbox AS o JOIN outbox_parts AS p"
+            " ON p.outbox_id = o.id WHERE o.text = ?", (balance,)
+        ) as cursor:
+            assert [tuple(row) for row in await cursor.fetchall()] == [
+                (whole.parts, messages.WHOLE, "delivered")
+            ]
+    finally:
+        await gate.close()
+
+
+async def test_an_smsc_that_refuses_message_payload_gets_parts_from_then_on(tmp_path: Path) -> None:
+    gate = Harness(tmp_path, smsc={"long_text": "payload"},
+                   simulator_options={"message_payload": False})
+    await gate.start()
+    try:
+        account = gate.demo[0]
+        await gate.sms(PHONES[0], f"рег {account.number} {account.receipt_code}")
+        first = await gate.sms(PHONES[0], "баланс")
+        assert await gate.sms(PHONES[0], "долг") == first  # answered, not failed
+        for sent in gate.simulator.sent_to(PHONES[0])[1:]:
+            assert pdu.TAG_MESSAGE_PAYLOAD not in sent.tlvs
+            assert sent.parts == len(sent.message_ids) == pdu.count_parts(first[0]) > 1
+        assert gate.simulator.payload_refused == 1  # tried once, then parts every time
+        assert gate.gateway is not None and gate.gateway.long_text.startswith("udh (the SMSC refused")
+        await eventually(lambda: _states_are(gate, {"delivered": 3}))
+    finally:
+        await gate.close()
+
+
+async def test_a_reply_accepted_whole_before_a_crash_is_not_sent_again(tmp_path: Path) -> None:
+    gate = Harness(tmp_path, smsc={"long_text": "payload"})
+    await gate.start()
+    try:
+        await gate.stop_gateway()
+        # As a crash leaves it: the SMSC's answer recorded, the message not yet marked submitted.
+        text = "Долг на 02.12.2026: " + "долг " * 20
+        [(outbox_id, _row)] = await gate.store.write(
+            messages.enqueue_rows_sync,
+            [messages.NewOutgoing("whole", PHONES[1], text, pdu.count_parts(text))], time.time(),
+        )
+        await gate.store.write(messages.record_submitted_sync, [
+            messages.PartResult(outbox_id, messages.WHOLE, "A1", ("s:a1",), time.time())
+        ], [])
+        await gate.start_gateway()
+        await eventually(lambda: _states_are(gate, {"submitted": 1}))
+        await asyncio.sleep(0.3)
+        assert gate.simulator.sent_to(PHONES[1]) == [] and gate.simulator.submits == 0
     finally:
         await gate.close()
 
