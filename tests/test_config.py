@@ -95,6 +95,13 @@ def test_bounded_settings(
             config.from_dict({section: {key: value}})
 
 
+def test_long_text_is_udh_or_payload() -> None:
+    assert config.from_dict({}).smsc.long_text == "udh"  # every SMSC takes parts
+    assert config.from_dict({"smsc": {"long_text": "payload"}}).smsc.long_text == "payload"
+    with pytest.raises(config.ConfigError, match=r'\[smsc\] long_text must be "udh" or "payload"'):
+        config.from_dict({"smsc": {"long_text": "sar"}})
+
+
 def test_trusted_proxies_are_addresses_or_networks() -> None:
     assert config.from_dict({}).web.trusted_proxies == ""
     assert config.trusted_networks("127.0.0.1, 10.0.0.0/8,::1") == (
