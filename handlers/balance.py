@@ -7,11 +7,11 @@ from typing import ClassVar
 
 from handlers.base import Context, Handler, Reply
 from smsgate import texts
-from smsgate.services import AccountDebts, local_today
+from smsgate.services import AccountDebts, day_strings, local_today
 
 
 def format_debts(items: list[AccountDebts]) -> str:
-    lines = [f"Долг на {local_today():%d.%m.%Y}"]
+    lines = ["Долг на " + day_strings(local_today())[0]]
     grand_total = 0
     for item in items:
         lines.append(f"Счёт {item.account}:")

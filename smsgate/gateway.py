@@ -608,25 +608,30 @@ class Gateway:
         destination = (phone.smpp_address(row.phone), 1, 1)
         extra = json.loads(row.extra) if row.extra else {}
         tlvs = bytes.fromhex(extra.get("tlvs", ""))
+        done_parts = self._recorded.pop(row.id, set())
+        whole = False
         try:
             if row.kind == "ussd":
                 parts = [pdu.encode_ussd(row.text)]  # a screen is one message, never split
+                count = 1
             else:
+                count = pdu.count_parts(row.text)
+                if count > 255:
+                    raise ValueError("text needs more than 255 SMS parts")
+                # Whole in one submit_sm when configured and nothing of it went as parts before a
+                # restart (nor the other way round: a message accepted whole is done).
+                whole = (count > 1 and smsc.long_text == "payload" and not self._payload_refused
+                         and not done_parts)
                 # The reference comes from the row, so parts sent again after a restart still join.
-                parts = pdu.split_text(row.text, reference=row.id % 255 + 1)
+                parts = [] if whole else pdu.split_text(row.text, reference=row.id % 255 + 1)
         except ValueError as exc:
             self._fail(row, f"unsendable: {exc}")
             return
         # A USSD screen is not delivered later or apart: there is nothing for a receipt to tell.
         registered = 1 if smsc.request_delivery_receipts and row.kind != "ussd" else 0
         started = time.monotonic()
-        done_parts = self._recorded.pop(row.id, set())
-        udh = len(parts) > 1
+        udh = count > 1
         builders: list[tuple[int, Callable[[int], bytes], bytes]] = []
-        # Whole in one submit_sm when configured and nothing of it went as parts before a restart
-        # (nor the other way round: a message accepted whole is done).
-        whole = (udh and smsc.long_text == "payload" and not self._payload_refused
-                 and not done_parts)
         if whole:
             coding, encoded = pdu.encode_whole(row.text)
 
@@ -647,7 +652,7 @@ class Gateway:
                                                udh=udh, registered_delivery=registered, tlvs=tlvs)
 
                 builders.append((number, build, bytes((coding,)) + data))
-        weight = len(parts) if whole else 1  # SMS parts a submit carries, for the submit rate
+        weight = count if whole else 1  # SMS parts a submit carries, for the submit rate
         if row.id in self._startup_doubts:
             first: list[tuple[int, str] | None] = [None] * len(builders)  # all in doubt
         elif builders:
@@ -691,7 +696,7 @@ class Gateway:
         self.counters.sent += 1
         self._results_ready.set()
         self._answered(row.id)  # out of the sender's way; its results wait for a commit
-        log.info("sms_out", extra={"msisdn": row.phone, "outbox_id": row.id, "parts": len(parts),
+        log.info("sms_out", extra={"msisdn": row.phone, "outbox_id": row.id, "parts": count,
                                    "kind": row.kind,
                                    "ms": round((time.monotonic() - started) * 1000, 1),
                                    "queued_ms": round((now() - row.created_at) * 1000, 1)})

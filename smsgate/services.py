@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import secrets
 import sqlite3
@@ -39,6 +40,15 @@ log = logs.get("services")
 
 def local_today() -> dt.date:
     return dt.datetime.now(TIMEZONE).date()
+
+
+@functools.lru_cache(maxsize=4)
+def day_strings(day: dt.date) -> tuple[str, str, str]:
+    """A day as the SMS texts and queries write it: (DD.MM.YYYY, YYYY-MM, YYYY-MM-DD).
+
+    Kept, since every БАЛАНС needs them and strftime costs more than the rest of its formatting.
+    """
+    return f"{day:%d.%m.%Y}", f"{day:%Y-%m}", day.isoformat()
 
 
 def normalise_account(raw: str) -> str:
@@ -246,8 +256,8 @@ class Services:
     @staticmethod
     def debts_of_phone_now(db: sqlite3.Connection, who: str) -> list[AccountDebts] | None:
         """`debts_of_phone` through a connection at hand (a handler's `handle_now`)."""
-        today = local_today()
-        balances = debts.of_phone_sync(db, who, today.strftime("%Y-%m"), today.isoformat())
+        _label, period, today = day_strings(local_today())
+        balances = debts.of_phone_sync(db, who, period, today)
         if balances is None:
             return None
         return [AccountDebts(item.account, item.address, item.lines) for item in balances]

@@ -75,11 +75,7 @@ async def of_phone(
 
 def of_phone_sync(db: sqlite3.Connection, phone: str, period: str, today: str) -> list[AccountBalance] | None:
     # One statement: the resident is found inside it (and a row says it exists at all).
-    rows = db.execute(
-        _BALANCES_SQL.format(who="(SELECT id FROM residents WHERE phone = ?)")
-        + " UNION ALL SELECT NULL, NULL, NULL, 0, NULL, NULL FROM residents WHERE phone = ?",
-        (phone, period, phone, today, phone, phone),
-    ).fetchall()
+    rows = db.execute(_BALANCES_OF_PHONE_SQL, (phone, period, phone, today, phone, phone)).fetchall()
     return _balances(rows) if rows else None
 
 
@@ -109,6 +105,13 @@ _BALANCES_SQL = """
     FROM resident_accounts AS ra LEFT JOIN accounts AS a ON a.number = ra.account
     WHERE ra.resident_id = {who}
 """
+
+
+# Built once: БАЛАНС runs it for every text.
+_BALANCES_OF_PHONE_SQL = (
+    _BALANCES_SQL.format(who="(SELECT id FROM residents WHERE phone = ?)")
+    + " UNION ALL SELECT NULL, NULL, NULL, 0, NULL, NULL FROM residents WHERE phone = ?"
+)
 
 
 def _balances(rows: list[tuple[str | None, int | None, str, int, str, str | None]]) -> list[AccountBalance]:
