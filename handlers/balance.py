@@ -40,13 +40,13 @@ class BalanceHandler(Handler):
     help = texts.HELP_BALANCE
 
     async def handle(self, ctx: Context) -> list[Reply]:
-        return self._replies(await ctx.services.debts_of_phone(ctx.phone))
+        return self.replies(await ctx.services.debts_of_phone(ctx.phone))
 
     def handle_now(self, ctx: Context, db: sqlite3.Connection) -> list[Reply]:
-        return self._replies(ctx.services.debts_of_phone_now(db, ctx.phone))
+        return self.replies(ctx.services.debts_of_phone_now(db, ctx.phone))
 
     @staticmethod
-    def _replies(found: list[AccountDebts] | None) -> list[Reply]:
+    def replies(found: list[AccountDebts] | None) -> list[Reply]:
         if found is None:
             return [Reply(texts.NOT_REGISTERED)]
         if not found:

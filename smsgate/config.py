@@ -93,6 +93,10 @@ class StoreConfig:
     path: str = "var/smsgate.db"
     # Days to keep message bodies; older ones are blanked (152-FZ: keep personal data minimal).
     message_retention_days: int = 90
+    # A batch of at least this many texts from the SMSC has its БАЛАНС replies read by a process
+    # of its own (smsgate/readers.py), on the second core; smaller ones, and every batch when the
+    # process is down, are answered on the event loop. 0: no such process.
+    reader_min_batch: int = 8
 
 
 @dataclass(frozen=True)
@@ -267,6 +271,8 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError("[smsc] receipt_linger must be from 0 to 0.1 seconds")
         if obj.long_text not in ("udh", "payload"):
             raise ConfigError('[smsc] long_text must be "udh" or "payload"')
+    if isinstance(obj, StoreConfig) and not 0 <= obj.reader_min_batch <= 10_000:
+        raise ConfigError("[store] reader_min_batch must be from 0 to 10000")
     if isinstance(obj, WebConfig):
         trusted_networks(obj.trusted_proxies)
     if isinstance(obj, UssdConfig):

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from handlers import HANDLERS
+from handlers.base import Reply
 from smsgate import logs, pdu, phone, security, ussd
 from smsgate.config import Config
+from smsgate.readers import BalanceReader
 from smsgate.router import Routed, Router
 from smsgate.services import Services
 from smsgate.session import Inbound, LinkDown, SmppSession
@@ -98,6 +100,9 @@ class _Quick:
     answered: dict[int, Routed] = field(default_factory=dict)
     queued: list[tuple[int, messages.NewOutgoing]] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
+    # БАЛАНС replies read by the reader process before the transaction, by the text's index.
+    ready: dict[int, list[str]] = field(default_factory=dict)
+    ready_ms: float = 0.0  # what reading them took, a text
 
 
 _Pending = tuple[
@@ -155,6 +160,8 @@ class Gateway:
         # Set once the SMSC refuses a text whole in message_payload ([smsc] long_text = "payload"):
         # from then on, until a restart, long texts go as UDH parts.
         self._payload_refused = False
+        self.reader = (BalanceReader(store.path)
+                       if config.store.reader_min_batch and store.writes_on_loop else None)
         self._results: list[messages.PartResult] = []
         self._finished: list[tuple[int, float]] = []
         self._failures: list[tuple[int, str, float]] = []
@@ -187,6 +194,8 @@ class Gateway:
 
     async def start(self) -> None:
         security.READY.keep(self.config.passwords.ready)
+        if self.reader is not None:
+            self.reader.start()
         for item in await messages.pending_inbound(self.store.db, limit=1_000_000):
             self._to_process.put_nowait(item.id)
             self._hold(item.phone)
@@ -212,6 +221,8 @@ class Gateway:
         self._sending.cancel()
         self._routing.cancel()
         await self._flush_results()
+        if self.reader is not None:
+            await self.reader.close()
 
     def wake_sender(self) -> None:
         self._wake_scan.set()
@@ -252,6 +263,8 @@ class Gateway:
         pending: list[_Pending] = [] if self.store.writes_on_loop else [take()]
         repeated: list[int] = []  # stored texts this batch repeats (redeliveries)
         quick = _Quick()
+        if self.reader is not None and len(texts) >= self.config.store.reader_min_batch:
+            await self._read_ahead(texts, quick)
         try:
             ids = await self._write_inbound(
                 texts, parts, receipts, pending, take, at, since, repeated, quick
@@ -290,6 +303,22 @@ class Gateway:
             self._note_acked(fresh)
         if quick.queued:
             self._queued(quick.queued, at)
+
+    async def _read_ahead(self, texts: list[messages.NewInbound], quick: _Quick) -> None:
+        """БАЛАНС replies of a big batch read by the reader process while the loop goes on."""
+        assert self.reader is not None
+        wanted = [
+            index for index, item in enumerate(texts)
+            if item.channel == "sms" and item.data_coding >= 0 and item.phone
+            and item.phone not in self._unanswered and self.router.match(item.text)[0].name == "balance"
+        ]
+        if not wanted:
+            return
+        started = time.perf_counter()
+        found = await self.reader.replies([texts[index].phone for index in wanted])
+        if found is not None:
+            quick.ready = dict(zip(wanted, found, strict=True))
+            quick.ready_ms = round((time.perf_counter() - started) * 1000 / len(wanted), 1)
 
     async def _write_inbound(
         self, texts: list[messages.NewInbound], parts: list[pdu.ShortMessage],
@@ -356,15 +385,19 @@ class Gateway:
         room = self._answering_limit + PROCESS_BATCH - len(self._answering)
         outgoing: list[messages.NewOutgoing] = []
         done: list[tuple[int, str, str]] = []
-        for item_id, item in zip(ids, texts, strict=True):
+        for index, (item_id, item) in enumerate(zip(ids, texts, strict=True)):
             if item_id is None or not item.phone:
                 continue  # a redelivery, or nobody to answer
             routed = None
             if item.channel == "sms" and room > 0 and item.phone not in self._unanswered:
                 try:
-                    routed = self.router.route_now(
-                        item.phone, item.text, db, readable=item.data_coding >= 0
-                    )
+                    ready = quick.ready.get(index)
+                    if ready is not None:  # read ahead by the reader process
+                        routed = Routed("balance", [Reply(text) for text in ready], ms=quick.ready_ms)
+                    else:
+                        routed = self.router.route_now(
+                            item.phone, item.text, db, readable=item.data_coding >= 0
+                        )
                 except Exception:
                     # Never at the cost of the batch's commit: the processor takes the text.
                     log.exception("answer_now_failed", extra={"msisdn": item.phone})

@@ -84,6 +84,7 @@ def test_ussd_mistakes_are_named(tmp_path: Path, body: str, error: str) -> None:
 @pytest.mark.parametrize(("section", "key", "default", "wrong", "error"), [
     ("passwords", "ready", 256, (-1, 100_001), r"\[passwords\] ready must be from 0 to 100000"),
     ("smsc", "receipt_linger", 0.004, (-0.001, 0.2), r"\[smsc\] receipt_linger must be from 0"),
+    ("store", "reader_min_batch", 8, (-1, 10_001), r"\[store\] reader_min_batch must be from 0 to"),
 ])
 def test_bounded_settings(
     section: str, key: str, default: float, wrong: tuple[float, float], error: str

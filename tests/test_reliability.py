@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from handlers.balance import format_debts
 from smsgate import gateway as gateway_module
 from smsgate import pdu, texts
 from store import messages
@@ -318,4 +321,53 @@ async def test_texts_wait_out_an_import_holding_the_write_lock(tmp_path: Path) -
         assert gate.gateway is not None and gate.gateway.counters.received == 1
     finally:
         importer.close()
+        await gate.close()
+
+
+async def test_big_batches_read_their_balance_in_the_reader_process(tmp_path: Path) -> None:
+    # Every batch counts as big here, so each БАЛАНС goes through the child process.
+    gate = Harness(tmp_path, store={"reader_min_batch": 1})
+    await gate.start()
+    try:
+        assert gate.gateway is not None and gate.gateway.reader is not None
+        reader = gate.gateway.reader
+        assert await gate.sms(PHONES[0], "баланс") == [texts.NOT_REGISTERED]  # the same answer
+        assert reader.answered == 1
+        account = gate.demo[0]
+        await gate.sms(PHONES[0], f"рег {account.number} {account.receipt_code}")
+        [balance] = await gate.sms(PHONES[0], "Баланс")
+        assert reader.answered == 2
+        expected = await gate.gateway.services.debts_of_phone(PHONES[0])
+        assert expected is not None and balance == format_debts(expected)
+        await eventually(lambda: _states_are(gate, {"delivered": 3}))
+    finally:
+        await gate.close()
+
+
+async def test_a_reader_process_that_dies_costs_no_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Harness(tmp_path, store={"reader_min_batch": 1})
+    await gate.start()
+    try:
+        assert gate.gateway is not None and gate.gateway.reader is not None
+        reader = gate.gateway.reader
+        account = gate.demo[0]
+        await gate.sms(PHONES[0], f"рег {account.number} {account.receipt_code}")
+        [first] = await gate.sms(PHONES[0], "баланс")
+        assert reader.answered == 1 and reader.pid is not None
+        killed = reader.pid
+        os.kill(killed, signal.SIGKILL)
+
+        async def noticed() -> bool:  # while idle: no batch was waiting for it
+            return reader.failures == 1 and reader.pid is None
+
+        await eventually(noticed)
+        # Answered on the loop while the child is down (RESTART_SECONDS), then by a new child.
+        assert await gate.sms(PHONES[0], "долг") == [first]
+        assert reader.answered == 1
+        monkeypatch.setattr(reader, "_down_until", 0.0)  # the pause is over
+        assert await gate.sms(PHONES[0], "баланс") == [first]
+        assert reader.answered == 2 and reader.pid not in (None, killed)
+    finally:
         await gate.close()
