@@ -28,7 +28,22 @@ PASSWORD_LENGTH = 10
 # few tens of milliseconds on two cores, so a burst of ПАРОЛЬ requests cannot stall the gateway.
 ARGON2 = argon2.using(type="ID", memory_cost=19456, rounds=2, parallelism=1)
 
-_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+# How much nicer than the process the hashing threads run (Linux: per thread). At saturation,
+# once the ready passwords are gone, hashes made on demand would take the CPU the loop and the
+# БАЛАНС reader need: a text that costs a fraction of a millisecond then waits behind hashes of
+# tens. Nicer, ПАРОЛЬ and logins take longer under such a flood and every other text does not
+# (docs/architecture.md, Speed).
+HASH_NICENESS = 5
+
+
+def _nicer() -> None:
+    with contextlib.suppress(AttributeError, OSError, PermissionError):
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + HASH_NICENESS))
+
+
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2", initializer=_nicer)
 
 
 def new_password() -> str:

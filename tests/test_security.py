@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,17 @@ async def test_the_stock_is_hashed_at_idle_cpu_priority() -> None:
     await _until(lambda: ready.native_id != 0)
     idle = os.sched_getscheduler(ready.native_id) == os.SCHED_IDLE
     assert idle or os.getpriority(os.PRIO_PROCESS, ready.native_id) == 19
+
+
+async def test_hashes_on_demand_run_nicer_than_the_event_loop() -> None:
+    def niceness() -> tuple[int, str]:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), security.ARGON2.hash("x")
+
+    loop = asyncio.get_running_loop()
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    found, password_hash = await loop.run_in_executor(security._POOL, niceness)
+    assert found == min(19, mine + security.HASH_NICENESS) > mine or mine == 19
+    assert security.ARGON2.verify("x", password_hash)
 
 
 async def test_with_none_ready_a_password_is_hashed_on_demand() -> None:
