@@ -160,6 +160,7 @@ class Gateway:
         # Set once the SMSC refuses a text whole in message_payload ([smsc] long_text = "payload"):
         # from then on, until a restart, long texts go as UDH parts.
         self._payload_refused = False
+        self._ahead: asyncio.Future[None] | None = None  # the last batch's turn (_store_inbound)
         self.reader = (BalanceReader(store.path)
                        if config.store.reader_min_batch and store.writes_on_loop else None)
         self._results: list[messages.PartResult] = []
@@ -263,8 +264,19 @@ class Gateway:
         pending: list[_Pending] = [] if self.store.writes_on_loop else [take()]
         repeated: list[int] = []  # stored texts this batch repeats (redeliveries)
         quick = _Quick()
-        if self.reader is not None and len(texts) >= self.config.store.reader_min_batch:
-            await self._read_ahead(texts, quick)
+        # Batches are stored in the order they came, though one may wait for the reader process
+        # while the next (small, or without БАЛАНС) would not: each waits for the one before it.
+        previous, self._ahead = self._ahead, asyncio.get_running_loop().create_future()
+        mine = self._ahead
+        try:
+            if self.reader is not None and len(texts) >= self.config.store.reader_min_batch:
+                await self._read_ahead(texts, quick)
+            if previous is not None and not previous.done():
+                await previous
+        finally:
+            # Resolved right before this batch's write is queued (no await in between).
+            if not mine.done():
+                mine.set_result(None)
         try:
             ids = await self._write_inbound(
                 texts, parts, receipts, pending, take, at, since, repeated, quick

@@ -371,3 +371,36 @@ async def test_a_reader_process_that_dies_costs_no_text(
         assert reader.answered == 2 and reader.pid not in (None, killed)
     finally:
         await gate.close()
+
+
+async def test_a_batch_waiting_for_the_reader_keeps_its_place_in_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Harness(tmp_path, store={"reader_min_batch": 1})
+    await gate.start()
+    try:
+        assert gate.gateway is not None and gate.gateway.reader is not None
+        reader = gate.gateway.reader
+        account = gate.demo[0]
+        await gate.sms(PHONES[0], f"рег {account.number} {account.receipt_code}")
+        answer = reader.replies
+
+        async def slow(phones: list[str]) -> list[list[str]] | None:
+            await asyncio.sleep(0.3)  # a busy child: the next batch comes meanwhile
+            return await answer(phones)
+
+        monkeypatch.setattr(reader, "replies", slow)
+        first = asyncio.create_task(gate.simulator.send_mo(PHONES[0], "баланс"))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(gate.simulator.send_mo(PHONES[0], "пароль"))
+        assert await first == [0] and await second == [0]
+        sent = await gate.simulator.wait_sent(PHONES[0], 3)
+        # Answered in the order they were sent: БАЛАНС (through the reader), then ПАРОЛЬ.
+        assert sent[1].text.startswith("Долг на ") and sent[2].text.startswith("Ваш новый пароль")
+        assert reader.answered == 1
+        async with gate.store.db.execute(
+            "SELECT text FROM inbox WHERE phone = ? ORDER BY id", (PHONES[0],)
+        ) as cursor:
+            assert [row[0] for row in await cursor.fetchall()][1:] == ["баланс", "пароль"]
+    finally:
+        await gate.close()
