@@ -133,8 +133,8 @@ class ReadyPasswords:
         return pair
 
     def _fill(self) -> None:
-        self.native_id = threading.get_native_id()
         _lowest_priority()
+        self.native_id = threading.get_native_id()  # once its priority is set (a test reads it)
         while True:
             self._wanted.wait()
             self._wanted.clear()  # before counting: a take() from here on wakes the next round

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -82,6 +83,19 @@ class RateLimiter:
         return slot - now
 
 
+@dataclass(slots=True, eq=False)
+class _Submit:
+    """One submit_sm from its call to its answer: waiting for room in the window, or on the wire."""
+
+    build: Callable[[int], bytes]
+    parts: int  # SMS parts it carries, for the submit rate
+    answer: asyncio.Future[tuple[int, bytes]]
+    sequence: int = 0  # once written
+    sent_at: float = 0.0
+    deadline: float = 0.0
+    holds_slot: bool = False
+
+
 class SmppSession:
     def __init__(
         self,
@@ -94,14 +108,17 @@ class SmppSession:
         self.on_bound = on_bound or (lambda _up: None)
         self.bound = asyncio.Event()
         self.stats = LinkStats()
-        self._window = asyncio.Semaphore(config.window)
+        # Submits waiting for room in the window, and those on the wire by sequence. A slot that
+        # an answer frees goes to the next one waiting in the same turn of the loop (_pump).
+        self._queued: deque[_Submit] = deque()
+        self._in_window: dict[int, _Submit] = {}
+        self._used = 0  # window slots held: submits on the wire or waiting out the submit rate
         self._rate = RateLimiter(config.submit_rate)
         self._resume = asyncio.Event()
         self._resume.set()
         self._throttle_delay = config.throttle_pause
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._unsent: list[bytes] = []
-        self._deadlines: dict[int, float] = {}  # per submit sequence, when to give up waiting
         self._unsent_for: asyncio.StreamWriter | None = None
         self._sequence = random.randrange(1, 0x10000)
         self._writer: asyncio.StreamWriter | None = None
@@ -180,6 +197,11 @@ class SmppSession:
             if not future.done():
                 future.set_exception(LinkDown("link lost"))
         self._pending.clear()
+        for item in self._in_window.values():
+            self._free(item)
+            if not item.answer.done():
+                item.answer.set_exception(LinkDown("link lost"))
+        self._in_window.clear()
         if was_bound:
             log.warning("bind_lost", extra={"error": self.stats.last_error})
             self.on_bound(False)
@@ -210,6 +232,7 @@ class SmppSession:
             log.info("bind_ok", extra={"host": self.config.host, "port": self.config.port,
                                        "system_id": self.config.system_id})
             self.on_bound(True)
+            self._pump()  # what waited for the link
             queue: asyncio.Queue[tuple[int, Inbound]] = asyncio.Queue()
             tasks = [
                 asyncio.create_task(self._read_loop(reader, writer, queue), name="smpp-read"),
@@ -279,6 +302,10 @@ class SmppSession:
         """Act on one PDU from the SMSC; False once the SMSC unbinds."""
         command = header.command_id
         if command & pdu.RESPONSE_BIT:
+            sent = self._in_window.pop(header.sequence, None)
+            if sent is not None:
+                self._submit_answered(sent, header.status, raw)
+                return True
             future = self._pending.pop(header.sequence, None)
             if future is not None and not future.done():
                 future.set_result((header.status, raw))
@@ -424,34 +451,83 @@ class SmppSession:
 
     # ---- requests -----------------------------------------------------------------------------
 
-    async def _request(
-        self, build: Callable[[int], bytes], deadline: float | None = None
-    ) -> tuple[int, bytes]:
-        """Send a request; its response. Past deadline (monotonic) it fails with TimeoutError."""
+    async def _request(self, build: Callable[[int], bytes]) -> tuple[int, bytes]:
+        """Send a request outside the submit window (unbind, enquire_link); its response."""
         writer = self._writer
         if writer is None or not self.bound.is_set():
             raise LinkDown("not bound")
         sequence = self._next_sequence()
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[sequence] = future
-        if deadline is not None:
-            self._deadlines[sequence] = deadline
         try:
             self._send(writer, build(sequence))
             return await future
         finally:
             self._pending.pop(sequence, None)
-            self._deadlines.pop(sequence, None)
 
     def _expire_submits(self) -> None:
         """Fail submits past their deadline (checked by _keepalive, not a timer per submit)."""
         now = time.monotonic()
-        expired = [sequence for sequence, deadline in self._deadlines.items() if deadline <= now]
-        for sequence in expired:
-            del self._deadlines[sequence]
-            future = self._pending.get(sequence)
-            if future is not None and not future.done():
-                future.set_exception(TimeoutError())
+        for sequence in [sequence for sequence, item in self._in_window.items()
+                         if item.deadline <= now]:
+            item = self._in_window.pop(sequence)
+            self._free(item)
+            if not item.answer.done():
+                item.answer.set_exception(TimeoutError())
+
+    # ---- the submit window ----------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Write waiting submits while the window has room, the link is up and not paused.
+
+        Called where room is made (an answer read, a bind, the end of a pause) and for each new
+        submit: a slot freed by an answer is taken in the same turn of the loop, and the submit
+        goes out with that turn's other writes, instead of waking its caller's task to write it
+        a turn or two later while the window stands partly empty.
+        """
+        while (self._queued and self._used < self.config.window and self.bound.is_set()
+               and self._resume.is_set()):
+            item = self._queued.popleft()
+            if item.answer.done():
+                continue  # its caller was cancelled while it waited
+            self._used += 1
+            item.holds_slot = True
+            delay = self._rate.delay(item.parts)
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay, self._write_submit, item)
+            else:
+                self._write_submit(item)
+
+    def _write_submit(self, item: _Submit) -> None:
+        writer = self._writer
+        if item.answer.done():  # its caller was cancelled during the rate's wait
+            self._free(item)
+            self._pump()
+            return
+        if writer is None or not self.bound.is_set():
+            # The link dropped during the rate's wait: first in line for the next bind.
+            self._free(item)
+            self._queued.appendleft(item)
+            return
+        item.sequence = self._next_sequence()
+        item.sent_at = time.monotonic()
+        item.deadline = item.sent_at + self.config.response_timeout
+        self._in_window[item.sequence] = item
+        self._send(writer, item.build(item.sequence))
+
+    def _free(self, item: _Submit) -> None:
+        if item.holds_slot:
+            item.holds_slot = False
+            self._used -= 1
+
+    def _submit_answered(self, item: _Submit, status: int, raw: bytes) -> None:
+        self._free(item)
+        if status in (pdu.ESME_RTHROTTLED, pdu.ESME_RMSGQFUL):
+            self._throttled(status)  # paused before the freed slot can be taken
+        if not item.answer.done():
+            item.answer.set_result((status, raw))
+        if self._queued:
+            self._pump()
 
     def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         """Write at the end of this turn of the loop, with whatever else is sent in it.
@@ -478,37 +554,34 @@ class SmppSession:
         `parts` is how many SMS parts it carries (a whole text in message_payload carries all of
         its own): the submit rate is counted in parts, as operators sell it.
 
-        Waits while unbound or paused by throttling; raises LinkDown if the link drops before the
-        SMSC answers.
+        Waits in line while the window is full, the link unbound or paused by throttling (a
+        throttled submit is sent again first when the pause ends); raises LinkDown if the link
+        drops while it is on the wire.
         """
-        async with self._window:
-            while True:
-                # Checked before waiting: under load every part passes here, and an awaited
-                # Event.wait() or sleep(0) costs more than the check.
-                if not self.bound.is_set():
-                    await self.bound.wait()
-                if not self._resume.is_set():
-                    await self._resume.wait()
-                delay = self._rate.delay(parts)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                started = time.monotonic()
-                try:
-                    status, raw = await self._request(build, started + self.config.response_timeout)
-                except TimeoutError:
-                    # An SMSC that stops answering submits is treated as a dead link.
-                    self.stats.last_error = "submit_sm got no answer"
-                    self._close()
-                    raise LinkDown(self.stats.last_error) from None
-                self.stats.submits += 1
-                if status in (pdu.ESME_RTHROTTLED, pdu.ESME_RMSGQFUL):
-                    self._throttled(status)
-                    continue
-                self._throttle_delay = self.config.throttle_pause
-                latency = time.monotonic() - started
-                if len(self.stats.submit_latency) < 10000:
-                    self.stats.submit_latency.append(latency)
-                return status, raw
+        loop = asyncio.get_running_loop()
+        again = False
+        while True:
+            item = _Submit(build, parts, loop.create_future())
+            if again:
+                self._queued.appendleft(item)
+            else:
+                self._queued.append(item)
+            self._pump()
+            try:
+                status, raw = await item.answer
+            except TimeoutError:
+                # An SMSC that stops answering submits is treated as a dead link.
+                self.stats.last_error = "submit_sm got no answer"
+                self._close()
+                raise LinkDown(self.stats.last_error) from None
+            self.stats.submits += 1
+            if status in (pdu.ESME_RTHROTTLED, pdu.ESME_RMSGQFUL):
+                again = True  # the pause began when the answer was read (_submit_answered)
+                continue
+            self._throttle_delay = self.config.throttle_pause
+            if len(self.stats.submit_latency) < 10000:
+                self.stats.submit_latency.append(time.monotonic() - item.sent_at)
+            return status, raw
 
     def _throttled(self, status: int) -> None:
         self.stats.throttled += 1
@@ -518,7 +591,11 @@ class SmppSession:
         self._throttle_delay = min(delay * 2, self.config.throttle_pause_max)
         log.warning("throttled", extra={"status": pdu.status_name(status), "pause_s": delay})
         self._resume.clear()
-        asyncio.get_running_loop().call_later(delay, self._resume.set)
+        asyncio.get_running_loop().call_later(delay, self._resume_sending)
+
+    def _resume_sending(self) -> None:
+        self._resume.set()
+        self._pump()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from smsgate import pdu
 from smsgate.config import SmscConfig
-from smsgate.session import LINGER_PAUSE, SINK_BATCHES, Inbound, SmppSession
+from smsgate.session import LINGER_PAUSE, SINK_BATCHES, Inbound, LinkDown, SmppSession
 
 SOURCE = ("79130000001", 1, 1)
 SERVICE = ("7377", 3, 0)
@@ -34,6 +34,11 @@ class RawSmsc:
     def __init__(self) -> None:
         self.answered: dict[int, float] = {}  # deliver_sm sequence -> when its resp was read
         self.got_answer = asyncio.Event()
+        self.submits: list[tuple[int, str]] = []  # (sequence, text) as they came
+        self.unanswered: set[int] = set()  # submit_sm sequences not answered yet
+        self.most_unanswered = 0
+        self.got_submit = asyncio.Event()
+        self.binds = 0
         self._writer: asyncio.StreamWriter | None = None
         self._bound = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -56,6 +61,21 @@ class RawSmsc:
         assert self._writer is not None
         self._writer.write(b"".join(pdus))
 
+    def answer_submit(self, sequence: int, status: int = pdu.ESME_ROK) -> None:
+        self.unanswered.discard(sequence)
+        self.send(pdu.submit_sm_resp(sequence, f"id{sequence}", status))
+
+    def drop(self) -> None:
+        assert self._writer is not None
+        self._writer.close()
+        self._bound.clear()
+
+    async def wait_submits(self, count: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while len(self.submits) < count:
+                self.got_submit.clear()
+                await self.got_submit.wait()
+
     async def wait_answered(self, sequences: set[int], timeout: float = 5.0) -> None:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
             while not sequences <= self.answered.keys():
@@ -67,13 +87,20 @@ class RawSmsc:
             try:
                 head = await reader.readexactly(pdu.HEADER_LENGTH)
                 header = pdu.parse_header(head)
-                await reader.readexactly(header.length - pdu.HEADER_LENGTH)
+                body = await reader.readexactly(header.length - pdu.HEADER_LENGTH)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             if header.command_id == pdu.BIND_TRANSCEIVER:
                 writer.write(pdu.response(header.command_id, header.sequence, body=b"smsc\x00"))
                 self._writer = writer
+                self.binds += 1
+                self.unanswered.clear()  # a new link: what the old one had is gone
                 self._bound.set()
+            elif header.command_id == pdu.SUBMIT_SM:
+                self.submits.append((header.sequence, pdu.decode_sm(head + body).text))
+                self.unanswered.add(header.sequence)
+                self.most_unanswered = max(self.most_unanswered, len(self.unanswered))
+                self.got_submit.set()
             elif header.command_id == pdu.UNBIND:
                 writer.write(pdu.unbind_resp(header.sequence))
             elif header.command_id == pdu.DELIVER_SM | pdu.RESPONSE_BIT:
@@ -305,3 +332,130 @@ async def test_batches_in_the_sink_count_as_unanswered_for_the_linger(held_linge
     assert lab.batches == [["r", "r"], ["3"], ["r"]]
     lab.let_go("3")
     await lab.smsc.wait_answered({3})
+
+
+# ---- the submit window -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class WindowLab:
+    smsc: RawSmsc
+    session: SmppSession
+
+    def submit(self, text: str) -> asyncio.Task[tuple[int, bytes]]:
+        def build(sequence: int) -> bytes:
+            return pdu.build_submit_sm(sequence, SERVICE, SOURCE, 0, text.encode())
+        return asyncio.create_task(self.session.submit(build))
+
+    def texts(self) -> list[str]:
+        return [text for _sequence, text in self.smsc.submits]
+
+    def sequence_of(self, text: str) -> int:
+        return next(sequence for sequence, sent in self.smsc.submits if sent == text)
+
+
+@pytest.fixture
+async def window() -> AsyncIterator[WindowLab]:
+    smsc = RawSmsc()
+    port = await smsc.start()
+
+    async def sink(_batch: list[Inbound]) -> None:
+        return None
+
+    config = SmscConfig(port=port, embedded_simulator=False, window=3, submit_rate=100000.0,
+                        throttle_pause=0.3, reconnect_min=0.05, reconnect_max=0.1)
+    session = SmppSession(config, sink)
+    async with _serving(smsc, session):
+        yield WindowLab(smsc, session)
+
+
+async def _quiet(seconds: float = 0.2) -> None:
+    """Long enough for anything the session would write to have arrived."""
+    await asyncio.sleep(seconds)
+
+
+async def test_a_full_window_holds_submits_until_an_answer_makes_room(window: WindowLab) -> None:
+    tasks = [window.submit(f"t{n}") for n in range(6)]
+    await window.smsc.wait_submits(3)
+    await _quiet()
+    assert window.texts() == ["t0", "t1", "t2"]  # the window is 3
+    window.smsc.answer_submit(window.sequence_of("t1"))
+    await window.smsc.wait_submits(4)
+    await _quiet()
+    assert window.texts() == ["t0", "t1", "t2", "t3"]  # one answer, one more out, in order
+    status, raw = await asyncio.wait_for(tasks[1], 5.0)
+    assert status == pdu.ESME_ROK
+    assert pdu.response_message_id(raw) == f"id{window.sequence_of('t1')}"
+    for text in ["t0", "t2", "t3"]:
+        window.smsc.answer_submit(window.sequence_of(text))
+    await window.smsc.wait_submits(6)
+    for text in ["t4", "t5"]:
+        window.smsc.answer_submit(window.sequence_of(text))
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 5.0)
+    assert [pdu.response_message_id(raw) for _status, raw in results] == [
+        f"id{window.sequence_of(f't{n}')}" for n in range(6)
+    ]
+    assert window.smsc.most_unanswered == 3
+    assert window.session.stats.submits == 6
+
+
+async def test_a_throttled_answer_pauses_the_window_and_that_submit_goes_again_first(
+    window: WindowLab,
+) -> None:
+    tasks = [window.submit(f"t{n}") for n in range(4)]
+    await window.smsc.wait_submits(3)
+    window.smsc.answer_submit(window.sequence_of("t0"), pdu.ESME_RTHROTTLED)
+    await _quiet(0.15)  # within the pause of 0.3 s
+    assert window.texts() == ["t0", "t1", "t2"]  # room was made, but the bind is paused
+    assert window.session.state == "throttled"
+    await window.smsc.wait_submits(4)
+    await _quiet()
+    assert window.texts()[3:] == ["t0"]  # the throttled one first, once the pause is over
+    window.smsc.answer_submit(window.sequence_of("t1"))
+    await window.smsc.wait_submits(5)
+    assert window.texts()[4:] == ["t3"]
+    for sequence, _text in window.smsc.submits[2:]:
+        window.smsc.answer_submit(sequence)
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 5.0)
+    assert [status for status, _raw in results] == [pdu.ESME_ROK] * 4
+    assert window.session.stats.throttled == 1
+    assert window.session.state == "bound"
+
+
+async def test_a_cancelled_submit_leaves_the_line_but_keeps_its_slot_until_answered(
+    window: WindowLab,
+) -> None:
+    tasks = [window.submit(f"t{n}") for n in range(5)]
+    await window.smsc.wait_submits(3)
+    tasks[0].cancel()  # on the wire: the SMSC still has it
+    tasks[3].cancel()  # waiting: never sent
+    await _quiet()
+    assert window.texts() == ["t0", "t1", "t2"]
+    window.smsc.answer_submit(window.sequence_of("t0"))
+    await window.smsc.wait_submits(4)
+    await _quiet()
+    assert window.texts() == ["t0", "t1", "t2", "t4"]
+    for text in ["t1", "t2", "t4"]:
+        window.smsc.answer_submit(window.sequence_of(text))
+    results = await asyncio.wait_for(asyncio.gather(tasks[1], tasks[2], tasks[4]), 5.0)
+    assert [status for status, _raw in results] == [pdu.ESME_ROK] * 3
+    assert window.smsc.most_unanswered == 3
+
+
+async def test_a_dropped_link_fails_what_is_on_the_wire_and_sends_the_rest_after_the_bind(
+    window: WindowLab,
+) -> None:
+    tasks = [window.submit(f"t{n}") for n in range(5)]
+    await window.smsc.wait_submits(3)
+    window.smsc.drop()
+    for task in tasks[:3]:
+        with pytest.raises(LinkDown):
+            await asyncio.wait_for(task, 5.0)
+    await window.smsc.bound()
+    await window.smsc.wait_submits(5)
+    assert window.smsc.binds == 2
+    assert window.texts()[3:] == ["t3", "t4"]
+    for sequence, _text in window.smsc.submits[3:]:
+        window.smsc.answer_submit(sequence)
+    results = await asyncio.wait_for(asyncio.gather(tasks[3], tasks[4]), 5.0)
+    assert [status for status, _raw in results] == [pdu.ESME_ROK] * 2
