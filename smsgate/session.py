@@ -203,7 +203,10 @@ class SmppSession:
                 item.answer.set_exception(LinkDown("link lost"))
         self._in_window.clear()
         if was_bound:
-            log.warning("bind_lost", extra={"error": self.stats.last_error})
+            if self._stopping:  # our own unbind at shutdown: nothing for an operator to chase
+                log.info("unbound", extra={"host": self.config.host, "port": self.config.port})
+            else:
+                log.warning("bind_lost", extra={"error": self.stats.last_error})
             self.on_bound(False)
 
     async def _connect_and_serve(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -459,3 +460,24 @@ async def test_a_dropped_link_fails_what_is_on_the_wire_and_sends_the_rest_after
         window.smsc.answer_submit(sequence)
     results = await asyncio.wait_for(asyncio.gather(tasks[3], tasks[4]), 5.0)
     assert [status for status, _raw in results] == [pdu.ESME_ROK] * 2
+
+
+async def test_stopping_unbinds_without_a_bind_lost_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # An operator tailing the log should see a dropped link as a warning, and a shutdown not.
+    caplog.set_level(logging.INFO, logger="smsgate")
+    smsc = RawSmsc()
+    port = await smsc.start()
+    session = SmppSession(SmscConfig(port=port, embedded_simulator=False), _ignore)
+    async with _serving(smsc, session):
+        smsc.drop()  # first a dropped link: that one is a warning
+        await smsc.bound()
+        await asyncio.wait_for(session.bound.wait(), 5.0)
+    events = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "smsgate.smpp"]
+    assert [event for event in events if event[1] in ("bind_lost", "unbound")] == [
+        ("WARNING", "bind_lost"), ("INFO", "unbound"),
+    ]
+    assert session.stats.binds == 2 and not session.bound.is_set()
+
+
+async def _ignore(batch: list[Inbound]) -> None:
+    del batch
