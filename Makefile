@@ -42,7 +42,7 @@ test: test-deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: install
-	$(BIN)/python -m smsgate.bench --out BENCHMARKS.md
+	$(BIN)/python -m smsgate.tools.bench --out BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

@@ -75,11 +75,11 @@ async def _open_store(config: Config):  # type: ignore[no-untyped-def]
 
 async def cmd_run(config: Config, demo_if_empty: bool, log_handler: logging.Handler) -> int:
     from smsgate import housekeeping
-    from smsgate.demo import format_demo_accounts, load_demo
     from smsgate.gateway import Gateway
     from smsgate.metrics import Metrics
     from smsgate.operator import start_operator
-    from smsgate.simulator import run_simulator
+    from smsgate.tools.demo import format_demo_accounts, load_demo
+    from smsgate.tools.simulator import run_simulator
     from smsgate.web import start_web
     from store import accounts
 
@@ -170,7 +170,7 @@ def _banner(config: Config) -> str:
 
 
 async def cmd_simulator(config: Config) -> int:
-    from smsgate.simulator import run_simulator
+    from smsgate.tools.simulator import run_simulator
 
     task = asyncio.create_task(run_simulator(config))
     print(f"SMSC simulator on {config.smsc.host}:{config.smsc.port}, control on "
@@ -203,7 +203,7 @@ def _show(text: str) -> None:
 
 
 async def cmd_sms(config: Config, who: str, text: str, wait: float) -> int:
-    from smsgate.simclient import SimulatorError, send_sms
+    from smsgate.tools.simclient import SimulatorError, send_sms
 
     number = _resident_number(who)
     if number is None:
@@ -224,7 +224,7 @@ async def cmd_sms(config: Config, who: str, text: str, wait: float) -> int:
 
 async def cmd_ussd(config: Config, who: str) -> int:
     """A USSD session in the terminal: type digits, see screens; Ctrl+D aborts it."""
-    from smsgate.simclient import SimulatorError, ussd_session
+    from smsgate.tools.simclient import SimulatorError, ussd_session
 
     number = _resident_number(who)
     if number is None:
@@ -258,7 +258,7 @@ async def _ask(prompt: str) -> str | None:
 
 async def cmd_phone(config: Config, who: str, last: int) -> int:
     """A resident's phone screen: e.g. the password the website sent while registering."""
-    from smsgate.simclient import SimulatorError, sent_to
+    from smsgate.tools.simclient import SimulatorError, sent_to
 
     number = _resident_number(who)
     if number is None:
@@ -295,7 +295,7 @@ async def cmd_import(config: Config, kind: str, file: Path) -> int:
 
 
 async def cmd_demo(config: Config) -> int:
-    from smsgate.demo import format_demo_accounts, load_demo
+    from smsgate.tools.demo import format_demo_accounts, load_demo
 
     store = await _open_store(config)
     try:

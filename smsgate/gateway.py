@@ -21,12 +21,12 @@ from typing import TypeVar
 
 from handlers import HANDLERS
 from handlers.base import Reply
-from smsgate import logs, pdu, phone, security, ussd
+from smsgate import logs, phone, security, smpp, ussd
 from smsgate.config import Config
 from smsgate.readers import BalanceReader
 from smsgate.router import Routed, Router
 from smsgate.services import Services
-from smsgate.session import Inbound, LinkDown, SmppSession
+from smsgate.smpp import Inbound, LinkDown, SmppSession
 from store import messages
 from store.db import Store, now
 
@@ -44,7 +44,7 @@ class _Orphan:
 
     receipt_id: int
     phone: str
-    receipt: pdu.Receipt
+    receipt: smpp.Receipt
     keys: frozenset[str]
     at: float
     give_up_at: float
@@ -123,7 +123,7 @@ class Counters:
     handler_errors: int = 0
 
 
-def _log_receipt(outbox_id: int, receipt: pdu.Receipt) -> None:
+def _log_receipt(outbox_id: int, receipt: smpp.Receipt) -> None:
     log.info("dlr", extra={"outbox_id": outbox_id, "stat": receipt.stat, "err": receipt.err})
 
 
@@ -243,8 +243,8 @@ class Gateway:
             )
         at = now()
         texts: list[messages.NewInbound] = []
-        parts: list[pdu.ShortMessage] = []
-        receipts: list[pdu.ShortMessage] = []
+        parts: list[smpp.ShortMessage] = []
+        receipts: list[smpp.ShortMessage] = []
         for item in batch:
             if isinstance(item, bytes):
                 texts.append(messages.NewInbound("", "", -1, item, "sms", at, extra="malformed"))
@@ -333,14 +333,14 @@ class Gateway:
             quick.ready_ms = round((time.perf_counter() - started) * 1000 / len(wanted), 1)
 
     async def _write_inbound(
-        self, texts: list[messages.NewInbound], parts: list[pdu.ShortMessage],
-        receipts: list[pdu.ShortMessage], pending: list[_Pending], take: Callable[[], _Pending],
+        self, texts: list[messages.NewInbound], parts: list[smpp.ShortMessage],
+        receipts: list[smpp.ShortMessage], pending: list[_Pending], take: Callable[[], _Pending],
         at: float, since: float, repeated: list[int], quick: _Quick,
     ) -> list[int | None]:
-        parsed = [pdu.parse_receipt(message) for message in receipts]
+        parsed = [smpp.parse_receipt(message) for message in receipts]
         new_receipts = [messages.NewReceipt(receipt.message_id, receipt.stat, receipt.err, message.text)
                         for receipt, message in zip(parsed, receipts, strict=True)]
-        keys = [frozenset(pdu.receipt_keys(receipt.message_id)) for receipt in parsed]
+        keys = [frozenset(smpp.receipt_keys(receipt.message_id)) for receipt in parsed]
 
         def write(db: sqlite3.Connection) -> tuple[list[int | None], list[int], list[int | None]]:
             # All of it in one transaction and one trip to the database thread.
@@ -441,7 +441,7 @@ class Gateway:
     def _outgoing(item_id: int, who: str, routed: Routed) -> list[messages.NewOutgoing]:
         return [
             messages.NewOutgoing(f"in:{item_id}:{number}", who, reply.text,
-                                 pdu.count_parts(reply.text), "secret" if reply.secret else "reply")
+                                 smpp.count_parts(reply.text), "secret" if reply.secret else "reply")
             for number, reply in enumerate(routed.replies)
         ]
 
@@ -450,10 +450,10 @@ class Gateway:
         self._results_ready.set()
 
     @staticmethod
-    def _phone_of(message: pdu.ShortMessage) -> str:
+    def _phone_of(message: smpp.ShortMessage) -> str:
         return _normalised(message.source)
 
-    def _new_inbound(self, message: pdu.ShortMessage, text: str, at: float) -> messages.NewInbound:
+    def _new_inbound(self, message: smpp.ShortMessage, text: str, at: float) -> messages.NewInbound:
         extra = ussd.inbox_extra(message)
         channel = "ussd" if extra else "sms"
         raw = None if message.is_text else message.payload
@@ -657,10 +657,10 @@ class Gateway:
         whole = False
         try:
             if row.kind == "ussd":
-                parts = [pdu.encode_ussd(row.text)]  # a screen is one message, never split
+                parts = [smpp.encode_ussd(row.text)]  # a screen is one message, never split
                 count = 1
             else:
-                count = pdu.count_parts(row.text)
+                count = smpp.count_parts(row.text)
                 if count > 255:
                     raise ValueError("text needs more than 255 SMS parts")
                 # Whole in one submit_sm when configured and nothing of it went as parts before a
@@ -668,7 +668,7 @@ class Gateway:
                 whole = (count > 1 and smsc.long_text == "payload" and not self._payload_refused
                          and not done_parts)
                 # The reference comes from the row, so parts sent again after a restart still join.
-                parts = [] if whole else pdu.split_text(row.text, reference=row.id % 255 + 1)
+                parts = [] if whole else smpp.split_text(row.text, reference=row.id % 255 + 1)
         except ValueError as exc:
             self._fail(row, f"unsendable: {exc}")
             return
@@ -678,10 +678,10 @@ class Gateway:
         udh = count > 1
         builders: list[tuple[int, Callable[[int], bytes], bytes]] = []
         if whole:
-            coding, encoded = pdu.encode_whole(row.text)
+            coding, encoded = smpp.encode_whole(row.text)
 
             def build_whole(sequence: int) -> bytes:
-                return pdu.build_submit_sm(sequence, source, destination, coding, b"",
+                return smpp.build_submit_sm(sequence, source, destination, coding, b"",
                                            registered_delivery=registered, tlvs=tlvs,
                                            message_payload=encoded)
 
@@ -693,7 +693,7 @@ class Gateway:
                     continue  # accepted before a restart
 
                 def build(sequence: int, coding: int = coding, data: bytes = data) -> bytes:
-                    return pdu.build_submit_sm(sequence, source, destination, coding, data,
+                    return smpp.build_submit_sm(sequence, source, destination, coding, data,
                                                udh=udh, registered_delivery=registered, tlvs=tlvs)
 
                 builders.append((number, build, bytes((coding,)) + data))
@@ -718,17 +718,17 @@ class Gateway:
                 # Sent when the link (or the process) died, with no answer: settled one at a time.
                 part_text = self._part_text(coded[0], coded[1:], udh)
                 status, smsc_id = await self._submit_in_doubt(row, builder, part_text, weight)
-                if status == pdu.ESME_ROK:
+                if status == smpp.ESME_ROK:
                     self._note_part(row.id, number, smsc_id)
             else:
                 status, smsc_id = answer
-            if status != pdu.ESME_ROK:
-                refused = refused or f"submit refused: {pdu.status_name(status)}"
-            if whole and status in pdu.PAYLOAD_REFUSALS:
+            if status != smpp.ESME_ROK:
+                refused = refused or f"submit refused: {smpp.status_name(status)}"
+            if whole and status in smpp.PAYLOAD_REFUSALS:
                 # This SMSC does not take message_payload: this text, and every later one, as parts.
                 self._payload_refused = True
                 log.warning("message_payload_refused", extra={
-                    "msisdn": row.phone, "outbox_id": row.id, "status": pdu.status_name(status),
+                    "msisdn": row.phone, "outbox_id": row.id, "status": smpp.status_name(status),
                 })
                 await self._submit_message(row)
                 return
@@ -759,13 +759,13 @@ class Gateway:
         answer = await self._try_submit(build, weight)
         if answer is None:
             return None
-        status, smsc_id = answer[0], pdu.response_message_id(answer[1])
-        if status == pdu.ESME_ROK:
+        status, smsc_id = answer[0], smpp.response_message_id(answer[1])
+        if status == smpp.ESME_ROK:
             self._note_part(outbox_id, number, smsc_id)
         return status, smsc_id
 
     def _note_part(self, outbox_id: int, number: int, smsc_id: str) -> None:
-        key = pdu.message_id_key(smsc_id)
+        key = smpp.message_id_key(smsc_id)
         self._results.append(messages.PartResult(
             outbox_id, number, smsc_id, (key,) if key is not None else (), now()
         ))
@@ -789,16 +789,16 @@ class Gateway:
             # sent again.
             smsc_id = await self._settle_doubt(row, part_text)
             if smsc_id is not None:
-                return pdu.ESME_ROK, smsc_id
+                return smpp.ESME_ROK, smsc_id
             answer = await self._try_submit(build, weight)
             if answer is not None:
-                return answer[0], pdu.response_message_id(answer[1])
+                return answer[0], smpp.response_message_id(answer[1])
             # The link dropped again before the answer: in doubt again.
 
     @staticmethod
     def _part_text(coding: int, data: bytes, udh: bool) -> str:
         payload = data[data[0] + 1:] if udh else data
-        return pdu.decode_text(coding, payload)[0]
+        return smpp.decode_text(coding, payload)[0]
 
     async def _settle_doubt(self, row: messages.Outgoing, part_text: str) -> str | None:
         """Wait for a receipt from this phone that shows the SMSC took the part; its id or None."""

@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from smsgate import logs
-from smsgate.pdu import MESSAGE_STATES
+from smsgate.smpp import MESSAGE_STATES
 
 # Submit latency buckets (seconds): operators' SMSCs answer in milliseconds to a second.
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

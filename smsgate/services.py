@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import aiosqlite
 
-from smsgate import logs, pdu, phone, security, texts
+from smsgate import logs, phone, security, smpp, texts
 from smsgate.config import Config
 from store import accounts, codes, debts, messages, ratelimits, residents
 from store.db import NotFound, Store, now
@@ -291,7 +291,7 @@ class Services:
         """
         async with self.store.tx() as db:
             await messages.enqueue(
-                db, [messages.NewOutgoing(request_key, to, text, pdu.count_parts(text), kind)], now()
+                db, [messages.NewOutgoing(request_key, to, text, smpp.count_parts(text), kind)], now()
             )
         self._wake()
 
@@ -301,7 +301,7 @@ class Services:
             log.warning("sms_refused", extra={"msisdn": to, "reason": "not_ru_mobile", "kind": kind})
             return False
         at = now()
-        parts = pdu.count_parts(text)
+        parts = smpp.count_parts(text)
         prefix_key = f"sms-prefix:{phone.prefix(to)}"
         if not await self._within(prefix_key, HOUR, self.limits.sms_per_prefix_per_hour, at):
             log.warning("sms_refused", extra={"msisdn": to, "reason": "prefix_limit", "kind": kind})
@@ -435,7 +435,7 @@ class Services:
             return False
         day_key = f"web-sms-parts:{local_today().isoformat()}"
         sent = await ratelimits.count(self.store.db, day_key, at - DAY)
-        return sent + pdu.count_parts(text) <= self.config.web.daily_sms_cap
+        return sent + smpp.count_parts(text) <= self.config.web.daily_sms_cap
 
     async def request_reset(self, who: str, ip: str) -> Outcome:
         """Send a 6-digit code for a new password; OK whether or not the phone is registered.

@@ -29,7 +29,7 @@ from handlers.ussd_menu import (
     Screen,
     screen_length,
 )
-from smsgate import logs, pdu, texts
+from smsgate import logs, smpp, texts
 from smsgate.config import Config, UssdConfig
 from smsgate.services import Services
 from store import messages
@@ -192,14 +192,14 @@ class UssdEngine:
 # ---- USSD over SMPP ---------------------------------------------------------------------------
 
 
-def inbox_extra(message: pdu.ShortMessage) -> str:
+def inbox_extra(message: smpp.ShortMessage) -> str:
     """What the inbox keeps of a deliver_sm's USSD TLVs (JSON); '' for an ordinary SMS."""
     if message.ussd_service_op is None:
         return ""
     details: dict[str, int | str] = {
         "ussd_op": message.ussd_service_op, "session": (message.its_session_info or b"").hex(),
     }
-    reference = message.tlvs.get(pdu.TAG_USER_MESSAGE_REFERENCE, b"")
+    reference = message.tlvs.get(smpp.TAG_USER_MESSAGE_REFERENCE, b"")
     if len(reference) == 2:
         details["reference"] = int.from_bytes(reference, "big")
     return json.dumps(details)
@@ -252,17 +252,17 @@ class SmppUssd:
                                      json.dumps({"tlvs": tlvs.hex()}))]
         for number, reply in enumerate(screen.sms, start=1):
             rows.append(messages.NewOutgoing(
-                f"in:{item.id}:{number}", item.phone, reply.text, pdu.count_parts(reply.text),
+                f"in:{item.id}:{number}", item.phone, reply.text, smpp.count_parts(reply.text),
                 "secret" if reply.secret else "reply",
             ))
         return rows
 
     def _reply_tlvs(self, end: bool, session_info: bytes, reference: int | None) -> bytes:
         op = self.config.op_pssr_response if end else self.config.op_ussr_request
-        tlvs = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, bytes([op]))
+        tlvs = smpp.tlv(smpp.TAG_USSD_SERVICE_OP, bytes([op]))
         if len(session_info) == 2:
             echoed = bytes([session_info[0], (session_info[1] & 0xFE) | int(end)])
-            tlvs += pdu.tlv(pdu.TAG_ITS_SESSION_INFO, echoed)
+            tlvs += smpp.tlv(smpp.TAG_ITS_SESSION_INFO, echoed)
         if reference is not None:
-            tlvs += pdu.tlv(pdu.TAG_USER_MESSAGE_REFERENCE, int(reference).to_bytes(2, "big"))
+            tlvs += smpp.tlv(smpp.TAG_USER_MESSAGE_REFERENCE, int(reference).to_bytes(2, "big"))
         return tlvs

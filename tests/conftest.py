@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from smsgate.config import Config, from_dict
-from smsgate.demo import DemoAccount, load_demo
+from smsgate.tools.demo import DemoAccount, load_demo
 from store.db import Store
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from smsgate.config import Config, OperatorConfig, from_dict
-from smsgate.demo import DemoAccount, load_demo
 from smsgate.gateway import Gateway
-from smsgate.simulator import Simulator
+from smsgate.tools.demo import DemoAccount, load_demo
+from smsgate.tools.simulator import Simulator
 from store.db import Store
 
 

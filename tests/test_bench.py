@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from smsgate import bench, pdu
-from smsgate.loadgen import LoadSmsc, Text
+from smsgate import smpp
+from smsgate.tools import bench
+from smsgate.tools.loadgen import LoadSmsc, Text
 
 
 def test_smoke_run_writes_a_report_with_every_scenario(tmp_path: Path) -> None:
@@ -62,9 +63,10 @@ def test_smoke_run_writes_a_report_with_every_scenario(tmp_path: Path) -> None:
 
 
 def test_take_pdus_keeps_a_partial_pdu_for_the_next_read() -> None:
-    from smsgate import loadgen, pdu
+    from smsgate import smpp
+    from smsgate.tools import loadgen
 
-    first, second = pdu.enquire_link_resp(1), pdu.deliver_sm_resp(2)
+    first, second = smpp.enquire_link_resp(1), smpp.deliver_sm_resp(2)
     buffer = bytearray()
     assert loadgen.take_pdus(buffer, first + second[:5]) == [first]
     assert bytes(buffer) == second[:5]
@@ -113,13 +115,13 @@ async def test_the_load_smsc_stops_sending_to_an_esme_that_unbinds(
     port = await smsc.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(pdu.bind_transceiver(1, "smsgate", "secret12"))
+        writer.write(smpp.bind_transceiver(1, "smsgate", "secret12"))
         await reader.read(100)
         texts = [Text(f"+7913{n:07d}", "balance", "Баланс") for n in range(5000)]
         run = asyncio.create_task(smsc.run(texts, timeout=5))
         await asyncio.sleep(0.2)
         with caplog.at_level(logging.WARNING, logger="asyncio"):
-            writer.write(pdu.unbind(99) + b"".join(pdu.deliver_sm_resp(n) for n in range(1, 200)))
+            writer.write(smpp.unbind(99) + b"".join(smpp.deliver_sm_resp(n) for n in range(1, 200)))
             with pytest.raises(ConnectionError, match="went away"):
                 await run
             await asyncio.sleep(0.2)

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from smsgate.simulator import Simulator
+from smsgate.tools.simulator import Simulator
 
 TEXTS = 500
 PHONES = [f"+7913{n:07d}" for n in range(TEXTS)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from smsgate.demo import (
+from smsgate.tools.demo import (
     BARNAUL,
     PROFILES,
     DemoAccount,

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from smsgate import logs
-from smsgate.simulator import Simulator
+from smsgate.tools.simulator import Simulator
 from tests.harness import Harness
 
 RESIDENT = "+79031234567"

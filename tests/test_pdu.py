@@ -11,7 +11,8 @@ from aiosmpplib import NPI, TON, DeliverSm, DeliverSmResp, SmppMessage, SubmitSm
 from aiosmpplib.codec import GSM7BitCodec
 from aiosmpplib.state import PhoneNumber
 
-from smsgate import pdu
+from smsgate import smpp
+from smsgate.smpp import pdu as pdu_internals
 
 
 def deliver_sm_bytes(
@@ -45,7 +46,7 @@ BALANCE_HEX = (
 
 
 def test_real_deliver_sm_capture_decodes() -> None:
-    message = pdu.decode_sm(bytes.fromhex(BALANCE_HEX))
+    message = smpp.decode_sm(bytes.fromhex(BALANCE_HEX))
     assert message.text == "Баланс"
     assert message.source == "79031234567"
     assert message.destination == "7377"
@@ -57,12 +58,12 @@ def test_unknown_data_coding_is_kept_not_lost() -> None:
     raw = deliver_sm_bytes(b"Balance", data_coding=0x0F)
     with pytest.raises(ValueError):
         library_decode(raw)  # the library answers generic_nack and the text is gone
-    message = pdu.decode_sm(raw)
+    message = smpp.decode_sm(raw)
     assert message.is_text and message.text == "Balance" and message.data_coding == 0x0F
 
 
 def test_binary_data_coding_keeps_the_raw_bytes() -> None:
-    message = pdu.decode_sm(deliver_sm_bytes(b"\x00\xff\x10\x80", data_coding=0xF6))
+    message = smpp.decode_sm(deliver_sm_bytes(b"\x00\xff\x10\x80", data_coding=0xF6))
     assert not message.is_text
     assert message.text == ""
     assert message.payload == b"\x00\xff\x10\x80"
@@ -72,10 +73,10 @@ def test_udh_16bit_reference_is_read_from_two_octets() -> None:
     udh = bytes([6, 0x08, 4, 0x12, 0x34, 2, 1])
     raw = deliver_sm_bytes(udh + "Бала".encode("utf-16-be"), data_coding=8, esm_class=0x40)
     library = library_decode(raw)
-    library_ref = next(p.value for p in library.optional_params if p.tag == pdu.TAG_SAR_MSG_REF_NUM)
+    library_ref = next(p.value for p in library.optional_params if p.tag == smpp.TAG_SAR_MSG_REF_NUM)
     assert library_ref != 0x1234  # reads four octets: parts of one text never meet
-    message = pdu.decode_sm(raw)
-    assert message.concat == pdu.Concat(reference=0x1234, total=2, number=1)
+    message = smpp.decode_sm(raw)
+    assert message.concat == smpp.Concat(reference=0x1234, total=2, number=1)
     assert message.text == "Бала"
 
 
@@ -89,7 +90,7 @@ def test_receipt_with_12_digit_dates_and_odd_err() -> None:
     assert isinstance(library, DeliverSm)
     with pytest.raises(ValueError):
         library.parse_receipt()  # inside the ESME this ends the session
-    receipt = pdu.parse_receipt(pdu.decode_sm(raw))
+    receipt = smpp.parse_receipt(smpp.decode_sm(raw))
     assert receipt.message_id == "0A1B2C"
     assert receipt.stat == "DELIVRD"
     assert receipt.err == "X1F"
@@ -97,40 +98,40 @@ def test_receipt_with_12_digit_dates_and_odd_err() -> None:
 
 
 def test_receipt_from_tlvs_only() -> None:
-    tlvs = pdu.tlv(0x001E, b"123456\x00") + pdu.tlv(0x0427, b"\x05") + pdu.tlv(0x0423, b"\x03\x00\x01")
-    receipt = pdu.parse_receipt(pdu.decode_sm(deliver_sm_bytes(b"", esm_class=0x04, tlvs=tlvs)))
+    tlvs = smpp.tlv(0x001E, b"123456\x00") + smpp.tlv(0x0427, b"\x05") + smpp.tlv(0x0423, b"\x03\x00\x01")
+    receipt = smpp.parse_receipt(smpp.decode_sm(deliver_sm_bytes(b"", esm_class=0x04, tlvs=tlvs)))
     assert receipt.message_id == "123456"
     assert receipt.stat == "UNDELIV"
     assert receipt.err == "030001"
 
 
 def test_garbage_receipt_never_raises() -> None:
-    receipt = pdu.parse_receipt(pdu.decode_sm(deliver_sm_bytes(b"\x01\x02 stat:: id", esm_class=0x04)))
+    receipt = smpp.parse_receipt(smpp.decode_sm(deliver_sm_bytes(b"\x01\x02 stat:: id", esm_class=0x04)))
     assert receipt.message_id == ""
 
 
 def test_ussd_tlvs_keep_their_octets() -> None:
-    tlvs = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x00") + pdu.tlv(pdu.TAG_ITS_SESSION_INFO, b"\x2a\x01")
+    tlvs = smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x00") + smpp.tlv(smpp.TAG_ITS_SESSION_INFO, b"\x2a\x01")
     library = library_decode(deliver_sm_bytes(b"*100#", tlvs=tlvs))
     values = {p.tag: p.value for p in library.optional_params}
-    assert values[pdu.TAG_USSD_SERVICE_OP] == ""  # operation 0 (PSSD) vanishes
-    assert values[pdu.TAG_ITS_SESSION_INFO] == "*\x01"  # carried as text, not octets
-    tlvs = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x00") + pdu.tlv(pdu.TAG_ITS_SESSION_INFO, b"\x2a\x81")
+    assert values[smpp.TAG_USSD_SERVICE_OP] == ""  # operation 0 (PSSD) vanishes
+    assert values[smpp.TAG_ITS_SESSION_INFO] == "*\x01"  # carried as text, not octets
+    tlvs = smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x00") + smpp.tlv(smpp.TAG_ITS_SESSION_INFO, b"\x2a\x81")
     raw = deliver_sm_bytes(b"*100#", tlvs=tlvs)
     with pytest.raises(UnicodeDecodeError):
         library_decode(raw)  # an end-of-session bit (>= 0x80) cannot be read at all
-    message = pdu.decode_sm(raw)
+    message = smpp.decode_sm(raw)
     assert message.ussd_service_op == 0
     assert message.its_session_info == b"\x2a\x81"
 
 
 def test_submit_sends_ussd_tlvs_as_octets() -> None:
-    tlvs = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x11") + pdu.tlv(pdu.TAG_ITS_SESSION_INFO, b"\x2a\x81")
-    raw = pdu.build_submit_sm(9, ("7377", 3, 0), ("79031234567", 1, 1), 8, "Меню".encode("utf-16-be"),
+    tlvs = smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x11") + smpp.tlv(smpp.TAG_ITS_SESSION_INFO, b"\x2a\x81")
+    raw = smpp.build_submit_sm(9, ("7377", 3, 0), ("79031234567", 1, 1), 8, "Меню".encode("utf-16-be"),
                               tlvs=tlvs)
     assert raw.endswith(bytes.fromhex("0501000111" "13830002" "2a81"))
     assert struct.unpack("!I", raw[:4])[0] == len(raw)
-    back = pdu.decode_sm(raw)
+    back = smpp.decode_sm(raw)
     assert back.text == "Меню" and back.ussd_service_op == 0x11 and back.its_session_info == b"\x2a\x81"
 
 
@@ -141,7 +142,7 @@ def test_long_cyrillic_reply_is_concatenated_not_one_oversized_sms() -> None:
     library_pdu = library.pdu()
     sm_length = library_pdu[library_pdu.index(b"\x00\x08\x00") + 3]
     assert sm_length > 140  # one short_message longer than one SMS can carry
-    parts = pdu.split_text(text, reference=0x42)
+    parts = smpp.split_text(text, reference=0x42)
     assert len(parts) == 2
     assert all(len(data) <= 140 for _coding, data in parts)
     assert b"".join(data[6:] for _coding, data in parts).decode("utf-16-be") == text
@@ -149,9 +150,9 @@ def test_long_cyrillic_reply_is_concatenated_not_one_oversized_sms() -> None:
 
 
 def test_gsm_extension_characters_count_as_two_septets() -> None:
-    assert pdu.count_parts("€" * 80) == 1
-    assert pdu.count_parts("€" * 81) == 2
-    parts = pdu.split_text("[" * 200, reference=1)
+    assert smpp.count_parts("€" * 80) == 1
+    assert smpp.count_parts("€" * 81) == 2
+    parts = smpp.split_text("[" * 200, reference=1)
     assert all(len(data) - 6 <= 153 and data[-1] != 0x1B for _coding, data in parts[:-1])
 
 
@@ -159,9 +160,9 @@ def test_unknown_command_status_does_not_raise() -> None:
     raw = struct.pack("!IIII", 16, 0x80000004, 0x00000400, 5)
     with pytest.raises(ValueError):
         SmppMessage.parse_header(raw)  # a vendor status code ends the library's session
-    header = pdu.parse_header(raw)
+    header = smpp.parse_header(raw)
     assert header.status == 0x400 and header.command_id == 0x80000004
-    assert pdu.status_name(0x400) == "0x00000400"
+    assert smpp.status_name(0x400) == "0x00000400"
 
 
 @pytest.mark.parametrize(
@@ -174,16 +175,16 @@ def test_unknown_command_status_does_not_raise() -> None:
     ],
 )
 def test_malformed_pdus_raise_pdu_error(raw: bytes) -> None:
-    with pytest.raises(pdu.PduError):
-        pdu.decode_sm(raw)
+    with pytest.raises(smpp.PduError):
+        smpp.decode_sm(raw)
 
 
 def test_message_ids_match_across_hex_and_decimal() -> None:
-    assert pdu.normalise_message_id("0A1F") & pdu.normalise_message_id("2591")
-    assert pdu.normalise_message_id("000123") & pdu.normalise_message_id("123")
-    assert pdu.normalise_message_id("abc") & pdu.normalise_message_id("ABC")
-    assert not pdu.normalise_message_id("") and not (
-        pdu.normalise_message_id("11") & pdu.normalise_message_id("12")
+    assert smpp.normalise_message_id("0A1F") & smpp.normalise_message_id("2591")
+    assert smpp.normalise_message_id("000123") & smpp.normalise_message_id("123")
+    assert smpp.normalise_message_id("abc") & smpp.normalise_message_id("ABC")
+    assert not smpp.normalise_message_id("") and not (
+        smpp.normalise_message_id("11") & smpp.normalise_message_id("12")
     )
 
 
@@ -200,51 +201,51 @@ def test_one_key_a_part_matches_the_receipts_the_three_readings_matched() -> Non
     under before did."""
     for submitted in _IDS:
         for receipted in _IDS:
-            before = bool(pdu.normalise_message_id(submitted) & pdu.normalise_message_id(receipted))
-            key = pdu.message_id_key(submitted)
-            assert (key is not None and key in pdu.receipt_keys(receipted)) == before, (
+            before = bool(smpp.normalise_message_id(submitted) & smpp.normalise_message_id(receipted))
+            key = smpp.message_id_key(submitted)
+            assert (key is not None and key in smpp.receipt_keys(receipted)) == before, (
                 submitted, receipted)
-    assert pdu.message_id_key("0A1F") in pdu.receipt_keys("2591")  # hex, then decimal
-    assert pdu.message_id_key("2591") in pdu.receipt_keys("a1f")  # decimal, then hex
-    assert pdu.message_id_key("0x123") not in pdu.receipt_keys("7B")  # 0x123 is 291, not 123
-    assert pdu.message_id_key("   ") is None and not pdu.receipt_keys("")
+    assert smpp.message_id_key("0A1F") in smpp.receipt_keys("2591")  # hex, then decimal
+    assert smpp.message_id_key("2591") in smpp.receipt_keys("a1f")  # decimal, then hex
+    assert smpp.message_id_key("0x123") not in smpp.receipt_keys("7B")  # 0x123 is 291, not 123
+    assert smpp.message_id_key("   ") is None and not smpp.receipt_keys("")
 
 
 def test_a_part_stored_under_the_old_readings_is_found_by_a_receipt() -> None:
     for submitted, receipted in (("0A1F", "2591"), ("2591", "A1F"), ("ABC", "abc"), ("000123", "123")):
-        assert pdu.normalise_message_id(submitted) & pdu.receipt_keys(receipted)
+        assert smpp.normalise_message_id(submitted) & smpp.receipt_keys(receipted)
 
 
 def test_empty_user_data_is_sent_empty() -> None:
-    raw = pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 0, b"")
-    message = pdu.decode_sm(raw)
+    raw = smpp.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 0, b"")
+    message = smpp.decode_sm(raw)
     assert message.payload == b"" and message.text == ""
     assert struct.unpack("!I", raw[:4])[0] == len(raw)
-    with_tlv = pdu.build_submit_sm(
-        1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"", tlvs=pdu.tlv(0x0501, b"\x11")
+    with_tlv = smpp.build_submit_sm(
+        1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"", tlvs=smpp.tlv(0x0501, b"\x11")
     )
-    assert pdu.decode_sm(with_tlv).ussd_service_op == 0x11
+    assert smpp.decode_sm(with_tlv).ussd_service_op == 0x11
 
 
 def test_generic_nack_takes_any_status() -> None:
-    assert pdu.parse_header(pdu.generic_nack(9, 0x400)) == pdu.Header(16, pdu.GENERIC_NACK, 0x400, 9)
+    assert smpp.parse_header(smpp.generic_nack(9, 0x400)) == smpp.Header(16, smpp.GENERIC_NACK, 0x400, 9)
 
 
 def test_a_ussd_screen_is_one_short_message_never_split() -> None:
-    screen = "Д" * pdu.USSD_UCS2_LIMIT  # 160 octets: more than one SMS holds
-    assert pdu.count_parts(screen) == 2
-    assert pdu.encode_ussd(screen) == (8, screen.encode("utf-16-be"))
-    assert pdu.encode_ussd("1 Balance\n0 Back") == (0, b"1 Balance\n0 Back")
-    assert pdu.encode_ussd("x" * pdu.USSD_GSM_LIMIT)[1] == b"x" * pdu.USSD_GSM_LIMIT
+    screen = "Д" * smpp.USSD_UCS2_LIMIT  # 160 octets: more than one SMS holds
+    assert smpp.count_parts(screen) == 2
+    assert smpp.encode_ussd(screen) == (8, screen.encode("utf-16-be"))
+    assert smpp.encode_ussd("1 Balance\n0 Back") == (0, b"1 Balance\n0 Back")
+    assert smpp.encode_ussd("x" * smpp.USSD_GSM_LIMIT)[1] == b"x" * smpp.USSD_GSM_LIMIT
     with pytest.raises(ValueError, match="80 UCS-2"):
-        pdu.encode_ussd(screen + "Д")
+        smpp.encode_ussd(screen + "Д")
     with pytest.raises(ValueError, match="182 GSM"):
-        pdu.encode_ussd("x" * (pdu.USSD_GSM_LIMIT + 1))
-    coding, data = pdu.encode_ussd(screen)
-    raw = pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), coding, data,
-                              tlvs=pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x02"))
-    back = pdu.decode_sm(raw)
-    assert back.text == screen and back.concat is None and not back.esm_class & pdu.UDHI
+        smpp.encode_ussd("x" * (smpp.USSD_GSM_LIMIT + 1))
+    coding, data = smpp.encode_ussd(screen)
+    raw = smpp.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), coding, data,
+                              tlvs=smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x02"))
+    back = smpp.decode_sm(raw)
+    assert back.text == screen and back.concat is None and not back.esm_class & smpp.UDHI
 
 
 def library_submit_sm(
@@ -252,12 +253,12 @@ def library_submit_sm(
     data_coding: int, user_data: bytes, *, udh: bool = False, registered_delivery: int = 1,
     tlvs: bytes = b"", command: type[SubmitSm] = SubmitSm, esm_class: int = 0,
 ) -> bytes:
-    """How pdu.build_submit_sm built PDUs through aiosmpplib before it wrote them itself."""
+    """How smpp.build_submit_sm built PDUs through aiosmpplib before it wrote them itself."""
     message = command(
         sequence_num=sequence, short_message="-",
         source=PhoneNumber(source[0], TON(source[1]), NPI(source[2])),
         destination=PhoneNumber(destination[0], TON(destination[1]), NPI(destination[2])),
-        esm_class=esm_class or (pdu.UDHI if udh else 0), registered_delivery=registered_delivery,
+        esm_class=esm_class or (smpp.UDHI if udh else 0), registered_delivery=registered_delivery,
         encoding="ucs2" if data_coding == 8 else None, auto_message_payload=False,
     )
     message.set_encoded_message(user_data or b"\x00")
@@ -280,14 +281,14 @@ def library_submit_sm(
     (0, b"", {}),
     (0xF4, b"\x01\x02", {}),
     (8, bytes([5, 0, 3, 7, 2, 1]) + "Долг".encode("utf-16-be"), {"udh": True}),
-    (0, b"x" * 254, {"tlvs": pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x11")}),
+    (0, b"x" * 254, {"tlvs": smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x11")}),
 ])
 def test_submit_sm_written_by_hand_is_the_librarys(
     coding: int, data: bytes, options: dict[str, Any]
 ) -> None:
     # Built field by field for speed: the bytes must stay what aiosmpplib writes.
     for sequence in (1, 0x7FFFFFFF):
-        ours = pdu.build_submit_sm(sequence, ("7377", 3, 0), ("79031234567", 1, 1), coding, data,
+        ours = smpp.build_submit_sm(sequence, ("7377", 3, 0), ("79031234567", 1, 1), coding, data,
                                    **options)
         assert ours == library_submit_sm(sequence, ("7377", 3, 0), ("79031234567", 1, 1), coding,
                                          data, **options)
@@ -298,51 +299,51 @@ def test_submit_sm_written_by_hand_is_the_librarys(
     "Balance " * 40,  # GSM 03.38, 320 septets: more than short_message's 254 octets
 ])
 def test_a_text_whole_in_message_payload_is_the_librarys(text: str) -> None:
-    coding, encoded = pdu.encode_whole(text)
-    ours = pdu.build_submit_sm(7, ("7377", 3, 0), ("79031234567", 1, 1), coding, b"",
+    coding, encoded = smpp.encode_whole(text)
+    ours = smpp.build_submit_sm(7, ("7377", 3, 0), ("79031234567", 1, 1), coding, b"",
                                message_payload=encoded)
     library = SubmitSm(sequence_num=7, message_payload=text, source=PhoneNumber("7377", TON(3), NPI(0)),
                        destination=PhoneNumber("79031234567", TON(1), NPI(1)), registered_delivery=1,
                        encoding="ucs2" if coding == 8 else None)
     assert ours == bytes(library.pdu())
-    back = pdu.decode_sm(ours)  # as an SMSC reads it: the whole text, no parts
-    assert back.text == text and back.concat is None and back.tlvs[pdu.TAG_MESSAGE_PAYLOAD] == encoded
-    assert pdu.count_parts(text) > 1
+    back = smpp.decode_sm(ours)  # as an SMSC reads it: the whole text, no parts
+    assert back.text == text and back.concat is None and back.tlvs[smpp.TAG_MESSAGE_PAYLOAD] == encoded
+    assert smpp.count_parts(text) > 1
     with pytest.raises(ValueError):
-        pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"x", message_payload=b"y")
+        smpp.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"x", message_payload=b"y")
     with pytest.raises(ValueError):
-        pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"", message_payload=bytes(70_000))
+        smpp.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 8, b"", message_payload=bytes(70_000))
 
 
 def test_deliver_sm_and_its_response_written_by_hand_are_the_librarys() -> None:
     for esm_class, data in ((0, "Баланс".encode("utf-16-be")), (0x04, b"id:1 stat:DELIVRD")):
-        ours = pdu.build_deliver_sm(3, ("79031234567", 1, 1), ("7377", 3, 0), 8 if esm_class == 0
+        ours = smpp.build_deliver_sm(3, ("79031234567", 1, 1), ("7377", 3, 0), 8 if esm_class == 0
                                     else 0, data, esm_class=esm_class)
         theirs = library_submit_sm(3, ("79031234567", 1, 1), ("7377", 3, 0), 8 if esm_class == 0
                                    else 0, data, registered_delivery=0, command=DeliverSm,
                                    esm_class=esm_class)
         assert ours == theirs
-    assert pdu.deliver_sm_resp(42) == bytes(DeliverSmResp(sequence_num=42).pdu())
+    assert smpp.deliver_sm_resp(42) == bytes(DeliverSmResp(sequence_num=42).pdu())
     with pytest.raises(ValueError):
-        pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 0, b"x" * 255)
+        smpp.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 1, 1), 0, b"x" * 255)
     with pytest.raises(ValueError):
-        pdu.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 9, 1), 0, b"x")
+        smpp.build_submit_sm(1, ("7377", 3, 0), ("79031234567", 9, 1), 0, b"x")
 
 
 def test_gsm_text_read_as_ascii_where_the_alphabets_agree() -> None:
     codec = GSM7BitCodec()
     for octet in range(0x80):
-        if pdu._GSM_AS_ASCII.fullmatch(bytes([octet])):
+        if pdu_internals._GSM_AS_ASCII.fullmatch(bytes([octet])):
             assert codec.decode(bytes([octet]), "replace")[0] == chr(octet)
-    assert pdu.decode_text(0, b"@$_")[0] == codec.decode(b"@$_", "replace")[0]  # not ASCII there
+    assert smpp.decode_text(0, b"@$_")[0] == codec.decode(b"@$_", "replace")[0]  # not ASCII there
 
 
 def test_receipt_dates_read_as_strptime_read_them() -> None:
     for digits in ("2611220807", "261122080745", "9912312359", "6801010000", "6901010000"):
         pattern = "%y%m%d%H%M%S" if len(digits) == 12 else "%y%m%d%H%M"
-        assert pdu._receipt_date(digits) == datetime.strptime(digits, pattern)
-    assert pdu._receipt_date("2613010101") is None
-    assert pdu._receipt_date("26112208") is None
+        assert pdu_internals._receipt_date(digits) == datetime.strptime(digits, pattern)
+    assert pdu_internals._receipt_date("2613010101") is None
+    assert pdu_internals._receipt_date("26112208") is None
 
 
 @pytest.mark.parametrize("text", [
@@ -358,9 +359,9 @@ def test_receipt_dates_read_as_strptime_read_them() -> None:
 ])
 def test_standard_receipts_read_in_one_match_as_field_by_field(text: str) -> None:
     by_field: dict[str, str] = {}
-    for match in pdu._RECEIPT_FIELD.finditer(text):
+    for match in pdu_internals._RECEIPT_FIELD.finditer(text):
         by_field.setdefault(match.group(1).lower(), match.group(2).strip())
-    assert pdu.receipt_fields(text) == by_field
+    assert smpp.receipt_fields(text) == by_field
     assert by_field["id"] == "42" or len(by_field["id"]) > 2
 
 
@@ -369,4 +370,4 @@ def test_standard_receipts_read_in_one_match_as_field_by_field(text: str) -> Non
     "A" * 160, "A" * 161, "€" * 80, "😀" * 40, "Д" * 66 + "😀" * 3,
 ])
 def test_count_parts_is_what_split_text_makes(text: str) -> None:
-    assert pdu.count_parts(text) == len(pdu.split_text(text, reference=0))
+    assert smpp.count_parts(text) == len(smpp.split_text(text, reference=0))

@@ -14,7 +14,7 @@ import pytest
 
 from handlers.balance import format_debts
 from smsgate import gateway as gateway_module
-from smsgate import pdu, texts
+from smsgate import smpp, texts
 from store import messages
 from tests.harness import Harness
 
@@ -151,10 +151,10 @@ async def test_a_long_reply_goes_whole_in_message_payload_where_configured(tmp_p
         await gate.sms(PHONES[0], f"рег {account.number} {account.receipt_code}")
         [balance] = await gate.sms(PHONES[0], "баланс")
         short, whole = gate.simulator.sent_to(PHONES[0])
-        assert pdu.TAG_MESSAGE_PAYLOAD not in short.tlvs and short.parts == 1  # one SMS: as ever
+        assert smpp.TAG_MESSAGE_PAYLOAD not in short.tlvs and short.parts == 1  # one SMS: as ever
         # One submit_sm for the whole reply, the SMSC splits it: one id, one receipt.
-        assert whole.tlvs[pdu.TAG_MESSAGE_PAYLOAD] == balance.encode("utf-16-be")
-        assert len(whole.message_ids) == 1 and whole.parts == pdu.count_parts(balance) > 1
+        assert whole.tlvs[smpp.TAG_MESSAGE_PAYLOAD] == balance.encode("utf-16-be")
+        assert len(whole.message_ids) == 1 and whole.parts == smpp.count_parts(balance) > 1
         assert gate.simulator.submits == 2
         assert gate.gateway is not None and gate.gateway.long_text == "payload"
         assert balance.startswith("Долг на ") and account.number in balance
@@ -180,8 +180,8 @@ async def test_an_smsc_that_refuses_message_payload_gets_parts_from_then_on(tmp_
         first = await gate.sms(PHONES[0], "баланс")
         assert await gate.sms(PHONES[0], "долг") == first  # answered, not failed
         for sent in gate.simulator.sent_to(PHONES[0])[1:]:
-            assert pdu.TAG_MESSAGE_PAYLOAD not in sent.tlvs
-            assert sent.parts == len(sent.message_ids) == pdu.count_parts(first[0]) > 1
+            assert smpp.TAG_MESSAGE_PAYLOAD not in sent.tlvs
+            assert sent.parts == len(sent.message_ids) == smpp.count_parts(first[0]) > 1
         assert gate.simulator.payload_refused == 1  # tried once, then parts every time
         assert gate.gateway is not None and gate.gateway.long_text.startswith("udh (the SMSC refused")
         await eventually(lambda: _states_are(gate, {"delivered": 3}))
@@ -198,7 +198,7 @@ async def test_a_reply_accepted_whole_before_a_crash_is_not_sent_again(tmp_path:
         text = "Долг на 02.12.2026: " + "долг " * 20
         [(outbox_id, _row)] = await gate.store.write(
             messages.enqueue_rows_sync,
-            [messages.NewOutgoing("whole", PHONES[1], text, pdu.count_parts(text))], time.time(),
+            [messages.NewOutgoing("whole", PHONES[1], text, smpp.count_parts(text))], time.time(),
         )
         await gate.store.write(messages.record_submitted_sync, [
             messages.PartResult(outbox_id, messages.WHOLE, "A1", ("s:a1",), time.time())
@@ -238,7 +238,7 @@ async def test_inbound_udh_with_16_bit_reference_is_reassembled(tmp_path: Path) 
     try:
         account = gate.demo[0]
         text = f"РЕГ {account.number} {account.receipt_code}" + " " * 70  # two UCS-2 parts
-        assert len(pdu.split_text(text, reference=0x1234)) == 2
+        assert len(smpp.split_text(text, reference=0x1234)) == 2
         start = len(gate.simulator.sent_to(PHONES[0]))
         statuses = await gate.simulator.send_mo(PHONES[0], text, udh_reference=0x1234)
         assert statuses == [0, 0]

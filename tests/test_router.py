@@ -66,21 +66,21 @@ def test_duplicate_keywords_are_refused() -> None:
 
 
 def test_every_help_fits_one_sms() -> None:
-    from smsgate import pdu
+    from smsgate import smpp
 
     for handler in HANDLERS:
-        assert pdu.count_parts(handler.help) == 1, handler.name
+        assert smpp.count_parts(handler.help) == 1, handler.name
 
 
 def test_every_fixed_text_fits_one_sms() -> None:
     """Replies cost money per part: each fixed text, filled with realistic values, is one SMS."""
-    from smsgate import pdu, texts
+    from smsgate import smpp, texts
 
     values = {"password": "AbCdEfGh34", "account": "1234567890", "card": "1234567890", "code": "123456"}
     for name in dir(texts):
         value = getattr(texts, name)
         if name.isupper() and isinstance(value, str):
-            assert pdu.count_parts(value.format(**values)) == 1, name
+            assert smpp.count_parts(value.format(**values)) == 1, name
 
 
 def test_only_commands_that_answer_at_once_are_routed_now() -> None:

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from smsgate import pdu
+from smsgate import smpp
 from smsgate.config import SmscConfig
-from smsgate.session import LINGER_PAUSE, SINK_BATCHES, Inbound, LinkDown, SmppSession
+from smsgate.smpp import LINGER_PAUSE, SINK_BATCHES, Inbound, LinkDown, SmppSession
 
 SOURCE = ("79130000001", 1, 1)
 SERVICE = ("7377", 3, 0)
@@ -22,11 +22,11 @@ SERVICE = ("7377", 3, 0)
 def _receipt(sequence: int, message_id: str) -> bytes:
     text = (f"id:{message_id} sub:001 dlvrd:001 submit date:2612012200 done date:2612012200"
             " stat:DELIVRD err:000 text:")
-    return pdu.build_deliver_sm(sequence, SOURCE, SERVICE, 0, text.encode(), esm_class=0x04)
+    return smpp.build_deliver_sm(sequence, SOURCE, SERVICE, 0, text.encode(), esm_class=0x04)
 
 
 def _text(sequence: int, text: str) -> bytes:
-    return pdu.build_deliver_sm(sequence, SOURCE, SERVICE, 0, text.encode())
+    return smpp.build_deliver_sm(sequence, SOURCE, SERVICE, 0, text.encode())
 
 
 class RawSmsc:
@@ -62,9 +62,9 @@ class RawSmsc:
         assert self._writer is not None
         self._writer.write(b"".join(pdus))
 
-    def answer_submit(self, sequence: int, status: int = pdu.ESME_ROK) -> None:
+    def answer_submit(self, sequence: int, status: int = smpp.ESME_ROK) -> None:
         self.unanswered.discard(sequence)
-        self.send(pdu.submit_sm_resp(sequence, f"id{sequence}", status))
+        self.send(smpp.submit_sm_resp(sequence, f"id{sequence}", status))
 
     def drop(self) -> None:
         assert self._writer is not None
@@ -86,25 +86,25 @@ class RawSmsc:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
-                head = await reader.readexactly(pdu.HEADER_LENGTH)
-                header = pdu.parse_header(head)
-                body = await reader.readexactly(header.length - pdu.HEADER_LENGTH)
+                head = await reader.readexactly(smpp.HEADER_LENGTH)
+                header = smpp.parse_header(head)
+                body = await reader.readexactly(header.length - smpp.HEADER_LENGTH)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
-            if header.command_id == pdu.BIND_TRANSCEIVER:
-                writer.write(pdu.response(header.command_id, header.sequence, body=b"smsc\x00"))
+            if header.command_id == smpp.BIND_TRANSCEIVER:
+                writer.write(smpp.response(header.command_id, header.sequence, body=b"smsc\x00"))
                 self._writer = writer
                 self.binds += 1
                 self.unanswered.clear()  # a new link: what the old one had is gone
                 self._bound.set()
-            elif header.command_id == pdu.SUBMIT_SM:
-                self.submits.append((header.sequence, pdu.decode_sm(head + body).text))
+            elif header.command_id == smpp.SUBMIT_SM:
+                self.submits.append((header.sequence, smpp.decode_sm(head + body).text))
                 self.unanswered.add(header.sequence)
                 self.most_unanswered = max(self.most_unanswered, len(self.unanswered))
                 self.got_submit.set()
-            elif header.command_id == pdu.UNBIND:
-                writer.write(pdu.unbind_resp(header.sequence))
-            elif header.command_id == pdu.DELIVER_SM | pdu.RESPONSE_BIT:
+            elif header.command_id == smpp.UNBIND:
+                writer.write(smpp.unbind_resp(header.sequence))
+            elif header.command_id == smpp.DELIVER_SM | smpp.RESPONSE_BIT:
                 self.answered[header.sequence] = time.monotonic()
                 self.got_answer.set()
 
@@ -345,7 +345,7 @@ class WindowLab:
 
     def submit(self, text: str) -> asyncio.Task[tuple[int, bytes]]:
         def build(sequence: int) -> bytes:
-            return pdu.build_submit_sm(sequence, SERVICE, SOURCE, 0, text.encode())
+            return smpp.build_submit_sm(sequence, SERVICE, SOURCE, 0, text.encode())
         return asyncio.create_task(self.session.submit(build))
 
     def texts(self) -> list[str]:
@@ -385,15 +385,15 @@ async def test_a_full_window_holds_submits_until_an_answer_makes_room(window: Wi
     await _quiet()
     assert window.texts() == ["t0", "t1", "t2", "t3"]  # one answer, one more out, in order
     status, raw = await asyncio.wait_for(tasks[1], 5.0)
-    assert status == pdu.ESME_ROK
-    assert pdu.response_message_id(raw) == f"id{window.sequence_of('t1')}"
+    assert status == smpp.ESME_ROK
+    assert smpp.response_message_id(raw) == f"id{window.sequence_of('t1')}"
     for text in ["t0", "t2", "t3"]:
         window.smsc.answer_submit(window.sequence_of(text))
     await window.smsc.wait_submits(6)
     for text in ["t4", "t5"]:
         window.smsc.answer_submit(window.sequence_of(text))
     results = await asyncio.wait_for(asyncio.gather(*tasks), 5.0)
-    assert [pdu.response_message_id(raw) for _status, raw in results] == [
+    assert [smpp.response_message_id(raw) for _status, raw in results] == [
         f"id{window.sequence_of(f't{n}')}" for n in range(6)
     ]
     assert window.smsc.most_unanswered == 3
@@ -405,7 +405,7 @@ async def test_a_throttled_answer_pauses_the_window_and_that_submit_goes_again_f
 ) -> None:
     tasks = [window.submit(f"t{n}") for n in range(4)]
     await window.smsc.wait_submits(3)
-    window.smsc.answer_submit(window.sequence_of("t0"), pdu.ESME_RTHROTTLED)
+    window.smsc.answer_submit(window.sequence_of("t0"), smpp.ESME_RTHROTTLED)
     await _quiet(0.15)  # within the pause of 0.3 s
     assert window.texts() == ["t0", "t1", "t2"]  # room was made, but the bind is paused
     assert window.session.state == "throttled"
@@ -418,7 +418,7 @@ async def test_a_throttled_answer_pauses_the_window_and_that_submit_goes_again_f
     for sequence, _text in window.smsc.submits[2:]:
         window.smsc.answer_submit(sequence)
     results = await asyncio.wait_for(asyncio.gather(*tasks), 5.0)
-    assert [status for status, _raw in results] == [pdu.ESME_ROK] * 4
+    assert [status for status, _raw in results] == [smpp.ESME_ROK] * 4
     assert window.session.stats.throttled == 1
     assert window.session.state == "bound"
 
@@ -439,7 +439,7 @@ async def test_a_cancelled_submit_leaves_the_line_but_keeps_its_slot_until_answe
     for text in ["t1", "t2", "t4"]:
         window.smsc.answer_submit(window.sequence_of(text))
     results = await asyncio.wait_for(asyncio.gather(tasks[1], tasks[2], tasks[4]), 5.0)
-    assert [status for status, _raw in results] == [pdu.ESME_ROK] * 3
+    assert [status for status, _raw in results] == [smpp.ESME_ROK] * 3
     assert window.smsc.most_unanswered == 3
 
 
@@ -459,7 +459,7 @@ async def test_a_dropped_link_fails_what_is_on_the_wire_and_sends_the_rest_after
     for sequence, _text in window.smsc.submits[3:]:
         window.smsc.answer_submit(sequence)
     results = await asyncio.wait_for(asyncio.gather(tasks[3], tasks[4]), 5.0)
-    assert [status for status, _raw in results] == [pdu.ESME_ROK] * 2
+    assert [status for status, _raw in results] == [smpp.ESME_ROK] * 2
 
 
 async def test_stopping_unbinds_without_a_bind_lost_warning(caplog: pytest.LogCaptureFixture) -> None:

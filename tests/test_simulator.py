@@ -12,28 +12,28 @@ from typing import Any
 import aiohttp
 import pytest
 
-from smsgate import pdu
-from smsgate.simclient import SimulatorUnavailable, send_sms
-from smsgate.simulator import RECEIPT_FORMATS, Simulator
+from smsgate import smpp
+from smsgate.tools.simclient import SimulatorUnavailable, send_sms
+from smsgate.tools.simulator import RECEIPT_FORMATS, Simulator
 
 SYSTEM_ID = "smsgate"
 PASSWORD = "secret12"
 PHONE = "+79031234567"
 PHONE_WIRE = "79031234567"
 SERVICE = ("7377", 3, 0)
-DELIVER_SM_RESP = pdu.DELIVER_SM | pdu.RESPONSE_BIT
-SUBMIT_SM_RESP = pdu.SUBMIT_SM | pdu.RESPONSE_BIT
+DELIVER_SM_RESP = smpp.DELIVER_SM | smpp.RESPONSE_BIT
+SUBMIT_SM_RESP = smpp.SUBMIT_SM | smpp.RESPONSE_BIT
 # 190 Cyrillic characters: three UCS-2 parts with an 8-bit (67 each) or 16-bit (66 each) reference.
 LONG_CYRILLIC = ("Задолженность по лицевому счёту 1234567 на 01.11.2024 составляет 1520,40 руб. " * 3)[:190]
 
 
 def bind_pdu(command_id: int, sequence: int, system_id: str, password: str) -> bytes:
     body = b"\x00".join([system_id.encode(), password.encode(), b""]) + b"\x00\x34\x00\x00\x00"
-    return pdu.HEADER.pack(pdu.HEADER_LENGTH + len(body), command_id, 0, sequence) + body
+    return smpp.HEADER.pack(smpp.HEADER_LENGTH + len(body), command_id, 0, sequence) + body
 
 
 def command_of(data: bytes) -> int:
-    return pdu.parse_header(data).command_id
+    return smpp.parse_header(data).command_id
 
 
 class Esme:
@@ -54,9 +54,9 @@ class Esme:
 
     async def _read_wire(self, within: float) -> bytes:
         async with asyncio.timeout(within):
-            head = await self.reader.readexactly(pdu.HEADER_LENGTH)
+            head = await self.reader.readexactly(smpp.HEADER_LENGTH)
             length = int.from_bytes(head[:4], "big")
-            return head + await self.reader.readexactly(length - pdu.HEADER_LENGTH)
+            return head + await self.reader.readexactly(length - smpp.HEADER_LENGTH)
 
     async def expect(self, command_id: int, within: float = 2.0) -> bytes:
         """The next PDU with this command id; others met on the way are kept for later."""
@@ -71,13 +71,13 @@ class Esme:
 
     async def bind(
         self,
-        command_id: int = pdu.BIND_TRANSCEIVER,
+        command_id: int = smpp.BIND_TRANSCEIVER,
         system_id: str = SYSTEM_ID,
         password: str = PASSWORD,
-    ) -> tuple[pdu.Header, bytes]:
+    ) -> tuple[smpp.Header, bytes]:
         self.send(bind_pdu(command_id, self.next_sequence(), system_id, password))
-        data = await self.expect(command_id | pdu.RESPONSE_BIT)
-        return pdu.parse_header(data), data[pdu.HEADER_LENGTH :]
+        data = await self.expect(command_id | smpp.RESPONSE_BIT)
+        return smpp.parse_header(data), data[smpp.HEADER_LENGTH :]
 
     async def submit(
         self,
@@ -88,29 +88,29 @@ class Esme:
         registered_delivery: int = 0,
         tlvs: bytes = b"",
         to: str = PHONE_WIRE,
-    ) -> tuple[pdu.Header, str]:
+    ) -> tuple[smpp.Header, str]:
         sequence = self.next_sequence()
-        self.send(pdu.build_submit_sm(
+        self.send(smpp.build_submit_sm(
             sequence, SERVICE, (to, 1, 1), data_coding, user_data,
             udh=udh, registered_delivery=registered_delivery, tlvs=tlvs,
         ))
         data = await self.expect(SUBMIT_SM_RESP)
-        header = pdu.parse_header(data)
+        header = smpp.parse_header(data)
         assert header.sequence == sequence
-        return header, pdu.response_message_id(data)
+        return header, smpp.response_message_id(data)
 
     async def submit_text(self, text: str, **options: Any) -> list[str]:
         """Submit a text as the gateway would (UDH parts when long); the message ids."""
         ids = []
-        parts = pdu.split_text(text, 77)
+        parts = smpp.split_text(text, 77)
         for coding, user_data in parts:
             header, message_id = await self.submit(user_data, coding, udh=len(parts) > 1, **options)
-            assert header.status == pdu.ESME_ROK
+            assert header.status == smpp.ESME_ROK
             ids.append(message_id)
         return ids
 
-    async def answer(self, data: bytes, status: int = pdu.ESME_ROK) -> None:
-        self.send(pdu.deliver_sm_resp(pdu.parse_header(data).sequence, status))
+    async def answer(self, data: bytes, status: int = smpp.ESME_ROK) -> None:
+        self.send(smpp.deliver_sm_resp(smpp.parse_header(data).sequence, status))
         await self.writer.drain()
 
     async def closed_by_peer(self, within: float = 2.0) -> bool:
@@ -144,13 +144,13 @@ class Lab:
         self.simulators.append(simulator)
         return simulator
 
-    async def esme(self, simulator: Simulator, bind: int | None = pdu.BIND_TRANSCEIVER) -> Esme:
+    async def esme(self, simulator: Simulator, bind: int | None = smpp.BIND_TRANSCEIVER) -> Esme:
         reader, writer = await asyncio.open_connection("127.0.0.1", simulator.port)
         esme = Esme(reader, writer)
         self.esmes.append(esme)
         if bind is not None:
             header, _body = await esme.bind(bind)
-            assert header.status == pdu.ESME_ROK
+            assert header.status == smpp.ESME_ROK
         return esme
 
 
@@ -174,10 +174,10 @@ async def eventually(predicate: Callable[[], bool], attempts: int = 200) -> None
     raise AssertionError(f"condition still false after {attempts * 0.01:g} s")
 
 
-def reassemble(deliveries: list[pdu.ShortMessage]) -> str:
+def reassemble(deliveries: list[smpp.ShortMessage]) -> str:
     ordered = sorted(deliveries, key=lambda message: message.concat.number if message.concat else 0)
     joined = b"".join(message.payload for message in ordered)
-    return pdu.decode_text(ordered[0].data_coding, joined)[0]
+    return smpp.decode_text(ordered[0].data_coding, joined)[0]
 
 
 # ---- Sessions ---------------------------------------------------------------------------------
@@ -186,9 +186,9 @@ def reassemble(deliveries: list[pdu.ShortMessage]) -> str:
 @pytest.mark.parametrize(
     ("command_id", "mode"),
     [
-        (pdu.BIND_TRANSCEIVER, "transceiver"),
-        (pdu.BIND_TRANSMITTER, "transmitter"),
-        (pdu.BIND_RECEIVER, "receiver"),
+        (smpp.BIND_TRANSCEIVER, "transceiver"),
+        (smpp.BIND_TRANSMITTER, "transmitter"),
+        (smpp.BIND_RECEIVER, "receiver"),
     ],
 )
 async def test_bind_accepted(lab: Lab, command_id: int, mode: str) -> None:
@@ -197,8 +197,8 @@ async def test_bind_accepted(lab: Lab, command_id: int, mode: str) -> None:
 
     header, body = await esme.bind(command_id)
 
-    assert header.command_id == command_id | pdu.RESPONSE_BIT
-    assert header.status == pdu.ESME_ROK
+    assert header.command_id == command_id | smpp.RESPONSE_BIT
+    assert header.status == smpp.ESME_ROK
     assert body == b"smsgate-sim\x00"
     await simulator.wait_bound(1.0)
     assert simulator.bound_modes == [mode]
@@ -207,7 +207,7 @@ async def test_bind_accepted(lab: Lab, command_id: int, mode: str) -> None:
 
 @pytest.mark.parametrize(
     ("system_id", "password", "status"),
-    [("smsgate", "wrong", pdu.ESME_RINVPASWD), ("intruder", PASSWORD, 0x0F)],
+    [("smsgate", "wrong", smpp.ESME_RINVPASWD), ("intruder", PASSWORD, 0x0F)],
 )
 async def test_bad_credentials_refused_and_closed(
     lab: Lab, system_id: str, password: str, status: int
@@ -215,7 +215,7 @@ async def test_bad_credentials_refused_and_closed(
     simulator = await lab.simulator()
     esme = await lab.esme(simulator, bind=None)
 
-    header, body = await esme.bind(pdu.BIND_TRANSCEIVER, system_id, password)
+    header, body = await esme.bind(smpp.BIND_TRANSCEIVER, system_id, password)
 
     assert header.status == status
     assert body == b""
@@ -228,9 +228,9 @@ async def test_second_bind_is_already_bound(lab: Lab) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
 
-    header, _body = await esme.bind(pdu.BIND_TRANSCEIVER)
+    header, _body = await esme.bind(smpp.BIND_TRANSCEIVER)
 
-    assert header.status == pdu.ESME_RALYBND
+    assert header.status == smpp.ESME_RALYBND
     assert simulator.bound_modes == ["transceiver"]
     assert simulator.binds == 1
 
@@ -239,10 +239,10 @@ async def test_enquire_link(lab: Lab) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
 
-    esme.send(pdu.enquire_link(41))
-    header = pdu.parse_header(await esme.expect(pdu.ENQUIRE_LINK | pdu.RESPONSE_BIT))
+    esme.send(smpp.enquire_link(41))
+    header = smpp.parse_header(await esme.expect(smpp.ENQUIRE_LINK | smpp.RESPONSE_BIT))
 
-    assert (header.status, header.sequence) == (pdu.ESME_ROK, 41)
+    assert (header.status, header.sequence) == (smpp.ESME_ROK, 41)
 
 
 async def test_simulator_enquire_link_matched_by_sequence(lab: Lab) -> None:
@@ -250,20 +250,20 @@ async def test_simulator_enquire_link_matched_by_sequence(lab: Lab) -> None:
     esme = await lab.esme(simulator)
 
     asking = asyncio.create_task(simulator.enquire_link(timeout=2.0))
-    request = pdu.parse_header(await esme.expect(pdu.ENQUIRE_LINK))
-    esme.send(pdu.response(pdu.ENQUIRE_LINK, request.sequence, pdu.ESME_RSYSERR))
+    request = smpp.parse_header(await esme.expect(smpp.ENQUIRE_LINK))
+    esme.send(smpp.response(smpp.ENQUIRE_LINK, request.sequence, smpp.ESME_RSYSERR))
 
-    assert await asking == [pdu.ESME_RSYSERR]
+    assert await asking == [smpp.ESME_RSYSERR]
 
 
 async def test_unbind(lab: Lab) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
 
-    esme.send(pdu.unbind(7))
-    header = pdu.parse_header(await esme.expect(pdu.UNBIND | pdu.RESPONSE_BIT))
+    esme.send(smpp.unbind(7))
+    header = smpp.parse_header(await esme.expect(smpp.UNBIND | smpp.RESPONSE_BIT))
 
-    assert (header.status, header.sequence) == (pdu.ESME_ROK, 7)
+    assert (header.status, header.sequence) == (smpp.ESME_ROK, 7)
     assert await esme.closed_by_peer()
     await eventually(lambda: simulator.bound_modes == [])
 
@@ -283,8 +283,8 @@ async def test_stop_unbinds_bound_esmes(lab: Lab) -> None:
     esme = await lab.esme(simulator)
 
     stopping = asyncio.create_task(simulator.stop())
-    request = pdu.parse_header(await esme.expect(pdu.UNBIND))
-    esme.send(pdu.unbind_resp(request.sequence))
+    request = smpp.parse_header(await esme.expect(smpp.UNBIND))
+    esme.send(smpp.unbind_resp(request.sequence))
 
     assert await esme.closed_by_peer()
     await stopping
@@ -294,23 +294,23 @@ async def test_request_before_bind_is_nacked(lab: Lab) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator, bind=None)
 
-    esme.send(pdu.build_submit_sm(5, SERVICE, (PHONE_WIRE, 1, 1), 0, b"Hi"))
-    header = pdu.parse_header(await esme.expect(pdu.GENERIC_NACK))
+    esme.send(smpp.build_submit_sm(5, SERVICE, (PHONE_WIRE, 1, 1), 0, b"Hi"))
+    header = smpp.parse_header(await esme.expect(smpp.GENERIC_NACK))
 
-    assert (header.status, header.sequence) == (pdu.ESME_RINVBNDSTS, 5)
+    assert (header.status, header.sequence) == (smpp.ESME_RINVBNDSTS, 5)
     bound, _body = await esme.bind()
-    assert bound.status == pdu.ESME_ROK
+    assert bound.status == smpp.ESME_ROK
     assert simulator.sent == []
 
 
 async def test_receiver_may_not_submit(lab: Lab) -> None:
     simulator = await lab.simulator()
-    esme = await lab.esme(simulator, bind=pdu.BIND_RECEIVER)
+    esme = await lab.esme(simulator, bind=smpp.BIND_RECEIVER)
 
-    esme.send(pdu.build_submit_sm(9, SERVICE, (PHONE_WIRE, 1, 1), 0, b"Hi"))
-    header = pdu.parse_header(await esme.expect(pdu.GENERIC_NACK))
+    esme.send(smpp.build_submit_sm(9, SERVICE, (PHONE_WIRE, 1, 1), 0, b"Hi"))
+    header = smpp.parse_header(await esme.expect(smpp.GENERIC_NACK))
 
-    assert (header.status, header.sequence) == (pdu.ESME_RINVBNDSTS, 9)
+    assert (header.status, header.sequence) == (smpp.ESME_RINVBNDSTS, 9)
 
 
 @pytest.mark.parametrize("command_id", [0x00000103, 0x0000ABCD])
@@ -318,28 +318,28 @@ async def test_unknown_command_is_nacked(lab: Lab, command_id: int) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
 
-    esme.send(pdu.HEADER.pack(20, command_id, 0, 12) + b"\x00\x00\x00\x00")
-    header = pdu.parse_header(await esme.expect(pdu.GENERIC_NACK))
+    esme.send(smpp.HEADER.pack(20, command_id, 0, 12) + b"\x00\x00\x00\x00")
+    header = smpp.parse_header(await esme.expect(smpp.GENERIC_NACK))
 
-    assert (header.status, header.sequence) == (pdu.ESME_RINVCMDID, 12)
-    assert (await esme.submit(b"Still here"))[0].status == pdu.ESME_ROK
+    assert (header.status, header.sequence) == (smpp.ESME_RINVCMDID, 12)
+    assert (await esme.submit(b"Still here"))[0].status == smpp.ESME_ROK
 
 
 async def test_malformed_submit_is_nacked_and_the_session_goes_on(lab: Lab) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
-    valid = pdu.build_submit_sm(30, SERVICE, (PHONE_WIRE, 1, 1), 0, b"Hello")
+    valid = smpp.build_submit_sm(30, SERVICE, (PHONE_WIRE, 1, 1), 0, b"Hello")
     # short_message announces 5 octets; only 2 are left in the PDU.
     truncated = valid[:-3]
-    truncated = pdu.HEADER.pack(len(truncated), pdu.SUBMIT_SM, 0, 30) + truncated[16:]
+    truncated = smpp.HEADER.pack(len(truncated), smpp.SUBMIT_SM, 0, 30) + truncated[16:]
 
     esme.send(truncated)
-    header = pdu.parse_header(await esme.expect(pdu.GENERIC_NACK))
+    header = smpp.parse_header(await esme.expect(smpp.GENERIC_NACK))
 
-    assert (header.status, header.sequence) == (pdu.ESME_RINVCMDLEN, 30)
-    esme.send(pdu.enquire_link(31))
-    assert pdu.parse_header(await esme.expect(pdu.ENQUIRE_LINK | pdu.RESPONSE_BIT)).sequence == 31
-    assert (await esme.submit(b"Hello"))[0].status == pdu.ESME_ROK
+    assert (header.status, header.sequence) == (smpp.ESME_RINVCMDLEN, 30)
+    esme.send(smpp.enquire_link(31))
+    assert smpp.parse_header(await esme.expect(smpp.ENQUIRE_LINK | smpp.RESPONSE_BIT)).sequence == 31
+    assert (await esme.submit(b"Hello"))[0].status == smpp.ESME_ROK
     assert [sent.text for sent in await simulator.wait_sent(PHONE, timeout=1)] == ["Hello"]
 
 
@@ -347,11 +347,11 @@ async def test_malformed_bind_is_nacked(lab: Lab) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator, bind=None)
 
-    esme.send(pdu.HEADER.pack(20, pdu.BIND_TRANSCEIVER, 0, 3) + b"abcd")  # no terminators
-    header = pdu.parse_header(await esme.expect(pdu.GENERIC_NACK))
+    esme.send(smpp.HEADER.pack(20, smpp.BIND_TRANSCEIVER, 0, 3) + b"abcd")  # no terminators
+    header = smpp.parse_header(await esme.expect(smpp.GENERIC_NACK))
 
-    assert (header.status, header.sequence) == (pdu.ESME_RINVCMDLEN, 3)
-    assert (await esme.bind())[0].status == pdu.ESME_ROK
+    assert (header.status, header.sequence) == (smpp.ESME_RINVCMDLEN, 3)
+    assert (await esme.bind())[0].status == smpp.ESME_ROK
 
 
 @pytest.mark.parametrize("length", [8, 0x7FFFFFFF])
@@ -359,11 +359,11 @@ async def test_impossible_command_length_closes_the_connection(lab: Lab, length:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
 
-    esme.send(pdu.HEADER.pack(length, pdu.ENQUIRE_LINK, 0, 1))
+    esme.send(smpp.HEADER.pack(length, smpp.ENQUIRE_LINK, 0, 1))
 
     assert await esme.closed_by_peer()
     other = await lab.esme(simulator)
-    assert (await other.submit(b"Server still up"))[0].status == pdu.ESME_ROK
+    assert (await other.submit(b"Server still up"))[0].status == smpp.ESME_ROK
 
 
 # ---- submit_sm --------------------------------------------------------------------------------
@@ -378,7 +378,7 @@ async def test_concatenated_cyrillic_is_reassembled(
 ) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
-    parts = pdu.split_text(LONG_CYRILLIC, reference)
+    parts = smpp.split_text(LONG_CYRILLIC, reference)
     assert len(parts) == 3
     assert parts[0][1][1] == (0x08 if reference > 0xFF else 0x00)  # the IE under test
 
@@ -386,7 +386,7 @@ async def test_concatenated_cyrillic_is_reassembled(
     for number in order:
         coding, user_data = parts[number - 1]
         header, ids[number] = await esme.submit(user_data, coding, udh=True)
-        assert header.status == pdu.ESME_ROK
+        assert header.status == smpp.ESME_ROK
         if len(ids) < 3:
             assert simulator.sent == []
 
@@ -408,25 +408,25 @@ async def test_sar_parts_are_reassembled(lab: Lab) -> None:
 
     for number in (2, 1, 3):
         tlvs = (
-            pdu.tlv(pdu.TAG_SAR_MSG_REF_NUM, (5000).to_bytes(2, "big"))
-            + pdu.tlv(pdu.TAG_SAR_TOTAL_SEGMENTS, bytes([3]))
-            + pdu.tlv(pdu.TAG_SAR_SEGMENT_SEQNUM, bytes([number]))
+            smpp.tlv(smpp.TAG_SAR_MSG_REF_NUM, (5000).to_bytes(2, "big"))
+            + smpp.tlv(smpp.TAG_SAR_TOTAL_SEGMENTS, bytes([3]))
+            + smpp.tlv(smpp.TAG_SAR_SEGMENT_SEQNUM, bytes([number]))
         )
         await esme.submit(chunks[number - 1], 8, tlvs=tlvs)
 
     [sent] = await simulator.wait_sent(PHONE, timeout=1)
     assert (sent.text, sent.parts) == (LONG_CYRILLIC, 3)
-    assert sent.tlvs[pdu.TAG_SAR_SEGMENT_SEQNUM] == b"\x01"
+    assert sent.tlvs[smpp.TAG_SAR_SEGMENT_SEQNUM] == b"\x01"
 
 
 async def test_tlvs_of_the_first_part_are_kept(lab: Lab) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
 
-    await esme.submit(b"Menu", tlvs=pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x02"))
+    await esme.submit(b"Menu", tlvs=smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x02"))
 
     [sent] = await simulator.wait_sent(PHONE, timeout=1)
-    assert sent.tlvs == {pdu.TAG_USSD_SERVICE_OP: b"\x02"}
+    assert sent.tlvs == {smpp.TAG_USSD_SERVICE_OP: b"\x02"}
 
 
 async def test_wait_sent_times_out(lab: Lab) -> None:
@@ -442,16 +442,16 @@ async def test_receipt_formats(lab: Lab, receipt_format: str) -> None:
     esme = await lab.esme(simulator)
 
     [message_id] = await esme.submit_text("Vash kod 1234", registered_delivery=1)
-    data = await esme.expect(pdu.DELIVER_SM)
+    data = await esme.expect(smpp.DELIVER_SM)
     await esme.answer(data)
 
-    receipt = pdu.decode_sm(data)
-    parsed = pdu.parse_receipt(receipt)
+    receipt = smpp.decode_sm(data)
+    parsed = smpp.parse_receipt(receipt)
     assert receipt.is_receipt
     assert receipt.esm_class == 0x04
     assert (receipt.source, receipt.source_ton) == (PHONE_WIRE, 1)
     assert receipt.destination == "7377"
-    matches = pdu.normalise_message_id(parsed.message_id) & pdu.normalise_message_id(message_id)
+    matches = smpp.normalise_message_id(parsed.message_id) & smpp.normalise_message_id(message_id)
     if receipt_format == "garbage":
         assert parsed.message_id == ""
         assert not matches
@@ -465,9 +465,9 @@ async def test_receipt_formats(lab: Lab, receipt_format: str) -> None:
         assert re.fullmatch(rf"\d{{{digits}}}", parsed.fields["done date"])
         assert parsed.done_date is not None
     if receipt_format == "tlv":
-        assert receipt.tlvs[pdu.TAG_RECEIPTED_MESSAGE_ID] == message_id.encode() + b"\x00"
-        assert receipt.tlvs[pdu.TAG_MESSAGE_STATE] == b"\x02"
-        assert len(receipt.tlvs[pdu.TAG_NETWORK_ERROR_CODE]) == 3
+        assert receipt.tlvs[smpp.TAG_RECEIPTED_MESSAGE_ID] == message_id.encode() + b"\x00"
+        assert receipt.tlvs[smpp.TAG_MESSAGE_STATE] == b"\x02"
+        assert len(receipt.tlvs[smpp.TAG_NETWORK_ERROR_CODE]) == 3
         assert receipt.payload == b""
     if receipt_format == "decimal":
         assert re.fullmatch(r"[0-9A-F]+", message_id)
@@ -480,10 +480,10 @@ async def test_one_receipt_per_part_with_decimal_ids(lab: Lab) -> None:
     esme = await lab.esme(simulator)
 
     ids = await esme.submit_text(LONG_CYRILLIC, registered_delivery=1)
-    receipts = [pdu.decode_sm(await esme.expect(pdu.DELIVER_SM)) for _ in ids]
+    receipts = [smpp.decode_sm(await esme.expect(smpp.DELIVER_SM)) for _ in ids]
 
     assert all(message_id.isdigit() for message_id in ids)
-    assert sorted(pdu.parse_receipt(r).message_id for r in receipts) == sorted(ids)
+    assert sorted(smpp.parse_receipt(r).message_id for r in receipts) == sorted(ids)
 
 
 @pytest.mark.parametrize(("receipts", "registered_delivery"), [(True, 0), (False, 1)])
@@ -496,7 +496,7 @@ async def test_no_receipt_unless_asked_and_enabled(
     await esme.submit_text("Hello", registered_delivery=registered_delivery)
 
     with pytest.raises(TimeoutError):
-        await esme.expect(pdu.DELIVER_SM, within=0.2)
+        await esme.expect(smpp.DELIVER_SM, within=0.2)
     assert len(simulator.sent) == 1
 
 
@@ -506,7 +506,7 @@ async def test_throttle_every(lab: Lab) -> None:
 
     statuses = [(await esme.submit(f"Message {n}".encode()))[0].status for n in range(6)]
 
-    assert statuses == [0, 0, pdu.ESME_RTHROTTLED, 0, 0, pdu.ESME_RTHROTTLED]
+    assert statuses == [0, 0, smpp.ESME_RTHROTTLED, 0, 0, smpp.ESME_RTHROTTLED]
     assert [sent.text for sent in simulator.sent] == [
         "Message 0", "Message 1", "Message 3", "Message 4",
     ]
@@ -520,12 +520,12 @@ async def test_drop_after(lab: Lab) -> None:
     first, _ = await esme.submit(b"One")
     second, _ = await esme.submit(b"Two")
 
-    assert (first.status, second.status) == (pdu.ESME_ROK, pdu.ESME_ROK)
+    assert (first.status, second.status) == (smpp.ESME_ROK, smpp.ESME_ROK)
     assert await esme.closed_by_peer()
     assert simulator.drops == 1
     assert [sent.text for sent in simulator.sent] == ["One", "Two"]
     again = await lab.esme(simulator)
-    assert (await again.submit(b"Three"))[0].status == pdu.ESME_ROK
+    assert (await again.submit(b"Three"))[0].status == smpp.ESME_ROK
     assert simulator.binds == 2
 
 
@@ -535,11 +535,11 @@ async def test_drop_delivers_every_response_before_closing(lab: Lab) -> None:
     # More than one read's worth, so input is still unread when the simulator drops the link:
     # a plain close would then send RST, which can destroy the three responses on the way.
     esme.send(b"".join(
-        pdu.build_submit_sm(100 + n, SERVICE, (PHONE_WIRE, 1, 1), 0, b"x" * 100)
+        smpp.build_submit_sm(100 + n, SERVICE, (PHONE_WIRE, 1, 1), 0, b"x" * 100)
         for n in range(1000)
     ))
 
-    responses = [pdu.parse_header(await esme.expect(SUBMIT_SM_RESP)) for _ in range(3)]
+    responses = [smpp.parse_header(await esme.expect(SUBMIT_SM_RESP)) for _ in range(3)]
 
     assert [(r.status, r.sequence) for r in responses] == [(0, 100), (0, 101), (0, 102)]
     assert await esme.closed_by_peer()
@@ -560,16 +560,16 @@ async def test_send_mo_long_cyrillic_arrives_in_udh_parts(
     sending = asyncio.create_task(
         simulator.send_mo(PHONE, LONG_CYRILLIC, udh_reference=udh_reference, timeout=2)
     )
-    deliveries = [await esme.expect(pdu.DELIVER_SM) for _ in range(3)]
+    deliveries = [await esme.expect(smpp.DELIVER_SM) for _ in range(3)]
     for data in deliveries:
         await esme.answer(data)
 
     assert await sending == [0, 0, 0]
-    messages = [pdu.decode_sm(data) for data in deliveries]
+    messages = [smpp.decode_sm(data) for data in deliveries]
     for message in messages:
         assert (message.source, message.source_ton, message.source_npi) == (PHONE_WIRE, 1, 1)
         assert (message.destination, message.dest_ton, message.dest_npi) == SERVICE
-        assert message.esm_class & pdu.UDHI
+        assert message.esm_class & smpp.UDHI
         assert message.data_coding == 8
         assert message.concat is not None and message.concat.total == 3
     references = {message.concat.reference for message in messages if message.concat}
@@ -585,16 +585,16 @@ async def test_send_mo_long_cyrillic_arrives_in_udh_parts(
 async def test_send_mo_raw_payload_and_tlvs(lab: Lab) -> None:
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
-    ussd = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x01") + pdu.tlv(pdu.TAG_ITS_SESSION_INFO, b"\x07\x00")
+    ussd = smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x01") + smpp.tlv(smpp.TAG_ITS_SESSION_INFO, b"\x07\x00")
 
     sending = asyncio.create_task(
         simulator.send_mo(PHONE, payload=b"\x00\xff\x10", data_coding=0xF5, tlvs=ussd, timeout=2)
     )
-    data = await esme.expect(pdu.DELIVER_SM)
-    await esme.answer(data, pdu.ESME_RX_T_APPN)
+    data = await esme.expect(smpp.DELIVER_SM)
+    await esme.answer(data, smpp.ESME_RX_T_APPN)
 
-    assert await sending == [pdu.ESME_RX_T_APPN]
-    message = pdu.decode_sm(data)
+    assert await sending == [smpp.ESME_RX_T_APPN]
+    message = smpp.decode_sm(data)
     assert (message.data_coding, message.payload, message.esm_class) == (0xF5, b"\x00\xff\x10", 0)
     assert message.ussd_service_op == 1
     assert message.its_session_info == b"\x07\x00"
@@ -605,11 +605,11 @@ async def test_send_mo_empty_text_arrives_empty(lab: Lab) -> None:
     esme = await lab.esme(simulator)
 
     sending = asyncio.create_task(simulator.send_mo(PHONE, "", timeout=2))
-    data = await esme.expect(pdu.DELIVER_SM)
+    data = await esme.expect(smpp.DELIVER_SM)
     await esme.answer(data)
 
     assert await sending == [0]
-    assert pdu.decode_sm(data).payload == b""
+    assert smpp.decode_sm(data).payload == b""
 
 
 async def test_send_mo_rejects_bad_arguments(lab: Lab) -> None:
@@ -625,7 +625,7 @@ async def test_send_mo_rejects_bad_arguments(lab: Lab) -> None:
 
 async def test_send_mo_without_a_receiver_times_out(lab: Lab) -> None:
     simulator = await lab.simulator()
-    await lab.esme(simulator, bind=pdu.BIND_TRANSMITTER)
+    await lab.esme(simulator, bind=smpp.BIND_TRANSMITTER)
 
     with pytest.raises(TimeoutError, match="no ESME bound"):
         await simulator.send_mo(PHONE, "Hi", timeout=0.1)
@@ -637,15 +637,15 @@ async def test_unanswered_mo_is_redelivered_on_the_next_bind(lab: Lab) -> None:
     first = await lab.esme(simulator)
 
     sending = asyncio.create_task(simulator.send_mo(PHONE, "Баланс", timeout=3))
-    lost = await first.expect(pdu.DELIVER_SM)
+    lost = await first.expect(smpp.DELIVER_SM)
     await first.close()  # the gateway dies before answering
     second = await lab.esme(simulator)
-    again = await second.expect(pdu.DELIVER_SM)
+    again = await second.expect(smpp.DELIVER_SM)
     await second.answer(again)
 
     assert await sending == [0]
-    assert again[pdu.HEADER_LENGTH :] == lost[pdu.HEADER_LENGTH :]
-    assert pdu.decode_sm(again).text == "Баланс"
+    assert again[smpp.HEADER_LENGTH :] == lost[smpp.HEADER_LENGTH :]
+    assert smpp.decode_sm(again).text == "Баланс"
     assert [(a.phone, a.text, a.status) for a in simulator.acknowledged] == [(PHONE, "Баланс", 0)]
     assert simulator.pending == 0
 
@@ -657,10 +657,10 @@ async def test_mo_stays_pending_after_send_mo_gives_up(lab: Lab) -> None:
     with pytest.raises(TimeoutError, match="unanswered"):
         await simulator.send_mo(PHONE, "Долг", timeout=0.2)
     assert simulator.pending == 1
-    await first.expect(pdu.DELIVER_SM)
+    await first.expect(smpp.DELIVER_SM)
     await first.close()
     second = await lab.esme(simulator)
-    await second.answer(await second.expect(pdu.DELIVER_SM))
+    await second.answer(await second.expect(smpp.DELIVER_SM))
 
     await eventually(lambda: len(simulator.acknowledged) == 1)
     assert simulator.pending == 0
@@ -673,12 +673,12 @@ async def test_mo_window_limits_deliver_sm_in_flight(lab: Lab) -> None:
     sending = [
         asyncio.create_task(simulator.send_mo(PHONE, f"MO {n}", timeout=2)) for n in range(3)
     ]
-    first = await esme.expect(pdu.DELIVER_SM)
-    second = await esme.expect(pdu.DELIVER_SM)
+    first = await esme.expect(smpp.DELIVER_SM)
+    second = await esme.expect(smpp.DELIVER_SM)
     with pytest.raises(TimeoutError):
-        await esme.expect(pdu.DELIVER_SM, within=0.2)
+        await esme.expect(smpp.DELIVER_SM, within=0.2)
     await esme.answer(first)
-    third = await esme.expect(pdu.DELIVER_SM)
+    third = await esme.expect(smpp.DELIVER_SM)
     await esme.answer(second)
     await esme.answer(third)
 
@@ -691,9 +691,9 @@ async def test_mo_window_limits_deliver_sm_in_flight(lab: Lab) -> None:
 async def fake_gateway(esme: Esme) -> None:
     """Answers every MO with two replies, the second one two parts long."""
     while True:
-        data = await esme.expect(pdu.DELIVER_SM, within=10)
+        data = await esme.expect(smpp.DELIVER_SM, within=10)
         await esme.answer(data)
-        message = pdu.decode_sm(data)
+        message = smpp.decode_sm(data)
         if message.is_receipt:
             continue
         await esme.submit_text("Принято: " + message.text, to=message.source)
@@ -794,14 +794,14 @@ async def test_simclient_with_nobody_listening() -> None:
 async def test_logs_carry_no_texts_and_masked_phones(
     lab: Lab, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="smsgate.simulator")
+    caplog.set_level(logging.DEBUG, logger="smsgate.tools.simulator")
     simulator = await lab.simulator()
     esme = await lab.esme(simulator)
 
     await esme.submit_text("Ваш новый пароль: Xq7pL2", registered_delivery=1)
-    await esme.answer(await esme.expect(pdu.DELIVER_SM))
+    await esme.answer(await esme.expect(smpp.DELIVER_SM))
     sending = asyncio.create_task(simulator.send_mo(PHONE, "Пароль 9fK3", timeout=2))
-    await esme.answer(await esme.expect(pdu.DELIVER_SM))
+    await esme.answer(await esme.expect(smpp.DELIVER_SM))
     await sending
 
     logged = " ".join(str(vars(record)) for record in caplog.records)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from handlers.balance import format_debts
-from smsgate import pdu, security, texts
+from smsgate import security, smpp, texts
 from store import residents
 from tests.harness import Harness
 
@@ -172,7 +172,7 @@ async def test_bad_input_gets_clear_replies_and_the_link_stays_up(gate: Harness)
 async def test_malformed_deliver_sm_is_kept_and_the_session_survives(gate: Harness) -> None:
     # A deliver_sm whose short_message runs past its end: acknowledged, kept raw, nothing crashes.
     body = b"\x00\x01\x0179031234567\x00\x03\x007377\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x50ab"
-    raw = struct.pack("!IIII", 16 + len(body), pdu.DELIVER_SM, 0, 0) + body
+    raw = struct.pack("!IIII", 16 + len(body), smpp.DELIVER_SM, 0, 0) + body
     statuses = await gate.simulator.send_mo(RESIDENT, payload=b"x", data_coding=0)  # warm-up
     assert statuses == [0]
     session = next(iter(gate.simulator._receivers))

@@ -19,10 +19,11 @@ from aiohttp.test_utils import TestClient
 
 from handlers import ussd_menu
 from handlers.ussd_menu import HINT, Screen
-from smsgate import pdu, security, simclient, texts
+from smsgate import security, smpp, texts
 from smsgate.config import Config, replace
 from smsgate.services import Services
-from smsgate.simulator import UssdReply
+from smsgate.tools import simclient
+from smsgate.tools.simulator import UssdReply
 from smsgate.ussd import SmppUssd, UssdEngine, inbox_extra
 from smsgate.web import create_app
 from smsgate.web import ussd as web_ussd
@@ -107,7 +108,7 @@ def is_final(reply: UssdReply, session: int) -> bool:
 
 
 def ordinary_sms(gate: Harness, phone: str) -> list[str]:
-    return [s.text for s in gate.simulator.sent_to(phone) if pdu.TAG_USSD_SERVICE_OP not in s.tlvs]
+    return [s.text for s in gate.simulator.sent_to(phone) if smpp.TAG_USSD_SERVICE_OP not in s.tlvs]
 
 
 async def debt_report(gate: Harness, phone: str = RESIDENT) -> str:
@@ -141,10 +142,10 @@ async def test_debt_session_with_pagination(gate: Harness) -> None:
     assert (await press(gate, "0", session=7)).text == MAIN_SCREEN
     assert (await press(gate, "0", session=7)).text.startswith(HINT)
     # Every screen went as one short_message (UCS-2, no UDH), asking for no receipt.
-    screens = [s for s in gate.simulator.sent_to(RESIDENT) if pdu.TAG_USSD_SERVICE_OP in s.tlvs]
+    screens = [s for s in gate.simulator.sent_to(RESIDENT) if smpp.TAG_USSD_SERVICE_OP in s.tlvs]
     assert len(screens) == 2 * len(pages) + 2
     assert all(s.parts == 1 and s.data_coding == 8 for s in screens)
-    assert max(len(s.text) for s in screens) > pdu.UCS2_SINGLE_LIMIT  # more than one SMS holds
+    assert max(len(s.text) for s in screens) > smpp.UCS2_SINGLE_LIMIT  # more than one SMS holds
     async with gate.store.db.execute("SELECT DISTINCT kind FROM outbox WHERE extra != ''") as cursor:
         assert [tuple(row) for row in await cursor.fetchall()] == [("ussd",)]
     await asyncio.sleep(0.3)
@@ -160,12 +161,12 @@ async def test_new_password_arrives_by_sms_and_never_on_the_screen(gate: Harness
     done = await press(gate, "1", session=3)
     assert done.text == ussd_menu.PASSWORD_DONE and is_final(done, 3)
     sent = await gate.simulator.wait_sent(RESIDENT, start + 2)  # the screen, then the SMS
-    [sms] = [s.text for s in sent[start:] if pdu.TAG_USSD_SERVICE_OP not in s.tlvs]
+    [sms] = [s.text for s in sent[start:] if smpp.TAG_USSD_SERVICE_OP not in s.tlvs]
     password = texts.find_secret(sms)
     assert password and sms == texts.PASSWORD_SENT.format(password=password)
     resident = await residents.by_phone(gate.store.db, RESIDENT)
     assert resident is not None and await security.verify_password(password, resident.password_hash)
-    screens = [s.text for s in gate.simulator.sent_to(RESIDENT) if pdu.TAG_USSD_SERVICE_OP in s.tlvs]
+    screens = [s.text for s in gate.simulator.sent_to(RESIDENT) if smpp.TAG_USSD_SERVICE_OP in s.tlvs]
     assert not any(password in screen for screen in screens)
     async with gate.store.db.execute("SELECT kind FROM outbox WHERE text = ?", (sms,)) as cursor:
         assert tuple(await cursor.fetchone() or ()) == ("secret",)
@@ -232,7 +233,7 @@ async def test_the_same_answer_twice_is_two_answers(gate: Harness) -> None:
         assert tuple(await cursor.fetchone() or ()) == (2 * 9, 2 * 9)
     # A session without its_session_info is answered without one.
     last = gate.simulator.sent_to(RESIDENT)[-1]
-    assert pdu.TAG_ITS_SESSION_INFO not in last.tlvs and last.tlvs[pdu.TAG_USSD_SERVICE_OP] == b"\x02"
+    assert smpp.TAG_ITS_SESSION_INFO not in last.tlvs and last.tlvs[smpp.TAG_USSD_SERVICE_OP] == b"\x02"
 
 
 @pytest.mark.parametrize("sections", [{"ussd": {"session_timeout": 0.5}}])
@@ -324,17 +325,18 @@ async def test_smpp_glue_echoes_the_message_reference_and_drops_stale_inputs(gat
     assert gate.gateway is not None
     await register(gate)
     glue = gate.gateway.ussd
-    message = pdu.decode_sm(pdu.build_deliver_sm(
+    message = smpp.decode_sm(smpp.build_deliver_sm(
         1, ("79031234567", 1, 1), ("7377", 3, 0), 0, b"*7377#",
-        tlvs=pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x01") + pdu.tlv(pdu.TAG_USER_MESSAGE_REFERENCE, b"\x01\x02"),
+        tlvs=smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x01")
+        + smpp.tlv(smpp.TAG_USER_MESSAGE_REFERENCE, b"\x01\x02"),
     ))
     extra = inbox_extra(message)
     item = messages.Inbound(90, RESIDENT, "*7377#", 0, None, "ussd", now(), extra)
     [row] = await glue.answer(item)
     assert row.kind == "ussd" and row.text == MAIN_SCREEN and row.request_key == "in:90:0"
     tlvs = bytes.fromhex(json.loads(row.extra)["tlvs"])
-    assert tlvs == (pdu.tlv(pdu.TAG_USSD_SERVICE_OP, b"\x02")
-                    + pdu.tlv(pdu.TAG_USER_MESSAGE_REFERENCE, b"\x01\x02"))
+    assert tlvs == (smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x02")
+                    + smpp.tlv(smpp.TAG_USER_MESSAGE_REFERENCE, b"\x01\x02"))
     assert SmppUssd.session_key(RESIDENT, b"", 258) == "smpp:+79031234567:r258"
     assert SmppUssd.session_key(RESIDENT, b"\x05\x02", 258) == "smpp:+79031234567:s5"
     assert SmppUssd.session_key(RESIDENT, b"", None) == "smpp:+79031234567"

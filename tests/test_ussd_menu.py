@@ -28,8 +28,8 @@ from handlers.ussd_menu import (
 )
 from smsgate import security, texts
 from smsgate.config import Config
-from smsgate.demo import DemoAccount
 from smsgate.services import Services
+from smsgate.tools.demo import DemoAccount
 from smsgate.web import ussd as web_ussd
 from store import residents
 from store.db import Store

@@ -21,8 +21,8 @@ from markupsafe import escape
 
 from smsgate import security, texts
 from smsgate.config import Config, replace
-from smsgate.demo import DemoAccount
 from smsgate.services import Outcome, Services
+from smsgate.tools.demo import DemoAccount
 from smsgate.web import create_app, start_web, wording
 from smsgate.web.middlewares import MAX_FIELD_CHARS
 from smsgate.web.sessions import COOKIE_NAME

@@ -18,8 +18,8 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from smsgate import security, texts
 from smsgate.config import Config
-from smsgate.demo import DemoAccount
 from smsgate.services import Services
+from smsgate.tools.demo import DemoAccount
 from smsgate.web import create_app, wording
 from store import residents
 from store.db import Store

@@ -18,8 +18,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from smsgate import logs, pdu
+from smsgate import logs
 from smsgate.config import SmscConfig
+from smsgate.smpp import pdu
 
 log = logs.get("smpp")
 

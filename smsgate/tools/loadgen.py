@@ -1,12 +1,12 @@
 """Load for benchmarks: a lean SMSC that pushes texts through its window and times the replies,
 and the minimal echo ESMEs that measure what the link itself can carry.
 
-`LoadSmsc` speaks the same SMPP 3.4 as `smsgate.simulator.Simulator` (it builds and reads PDUs
+`LoadSmsc` speaks the same SMPP 3.4 as `smsgate.tools.simulator.Simulator` (it builds and reads PDUs
 with `smsgate.pdu`) but keeps nothing per message once its reply is complete, so a run of 100,000
 texts measures the ESME, not a growing list in the SMSC. A text's latency runs from the moment
 its deliver_sm is written to the moment the last part of its reply (submit_sm) is read.
 
-`python -m smsgate.loadgen echo --port N` runs an echo ESME: it binds, answers each deliver_sm
+`python -m smsgate.tools.loadgen echo --port N` runs an echo ESME: it binds, answers each deliver_sm
 with deliver_sm_resp and one submit_sm, and answers receipts with deliver_sm_resp only. Nothing
 else: no store, no router. `--client lean` (the default) is `EchoEsme`, written on
 asyncio.Protocol with prebuilt PDU bytes, sending through the same window of 100 the gateway
@@ -44,7 +44,7 @@ from aiosmpplib.correlator import SimpleCorrelator
 from aiosmpplib.retrytimer import AbstractRetryTimer
 from aiosmpplib.state import PhoneNumber
 
-from smsgate import pdu
+from smsgate import smpp
 from smsgate.config import SmscConfig
 
 # The gateway's own defaults: it binds to the load SMSC as it would to the operator's.
@@ -113,7 +113,7 @@ def _deliver_sm(
         bytes((esm_class, 0, 0)), b"\x00\x00",
         bytes((0, 0, data_coding, 0, len(short_message))), short_message,
     ))
-    return pdu.HEADER.pack(pdu.HEADER_LENGTH + len(body), pdu.DELIVER_SM, 0, 0) + body
+    return smpp.HEADER.pack(smpp.HEADER_LENGTH + len(body), smpp.DELIVER_SM, 0, 0) + body
 
 
 def take_pdus(buffer: bytearray, data: bytes) -> list[bytes]:
@@ -121,7 +121,7 @@ def take_pdus(buffer: bytearray, data: bytes) -> list[bytes]:
     buffer += data
     pdus: list[bytes] = []
     offset = 0
-    while len(buffer) - offset >= pdu.HEADER_LENGTH:
+    while len(buffer) - offset >= smpp.HEADER_LENGTH:
         length = int.from_bytes(buffer[offset : offset + 4], "big")
         if len(buffer) - offset < length:
             break
@@ -252,7 +252,7 @@ class LoadSmsc(asyncio.Protocol):
         key = (text.phone, text.text)
         template = self._templates.get(key)
         if template is None:
-            [(coding, user_data)] = pdu.split_text(text.text, 0)
+            [(coding, user_data)] = smpp.split_text(text.text, 0)
             template = _deliver_sm((text.phone.removeprefix("+"), 1, 1), (SERVICE_NUMBER, 3, 0),
                                    0, coding, user_data)
             if len(self._templates) < 200_000:
@@ -308,42 +308,42 @@ class LoadSmsc(asyncio.Protocol):
         self._pump()
 
     def _handle(self, raw: bytes) -> None:
-        _length, command, status, sequence = pdu.HEADER.unpack_from(raw)
+        _length, command, status, sequence = smpp.HEADER.unpack_from(raw)
         assert self._transport is not None
-        if command == pdu.SUBMIT_SM:
+        if command == smpp.SUBMIT_SM:
             self._on_submit(raw, sequence)
-        elif command == pdu.DELIVER_SM | pdu.RESPONSE_BIT:
+        elif command == smpp.DELIVER_SM | smpp.RESPONSE_BIT:
             self._in_flight -= 1
-            if status != pdu.ESME_ROK:
+            if status != smpp.ESME_ROK:
                 self._result.refused += 1
-        elif command == pdu.BIND_TRANSCEIVER:
-            system_id, password, _type = pdu.c_strings(raw, 3)
+        elif command == smpp.BIND_TRANSCEIVER:
+            system_id, password, _type = smpp.c_strings(raw, 3)
             ok = (system_id, password) == (self.system_id, self.password)
-            self._transport.write(pdu.response(
-                command, sequence, pdu.ESME_ROK if ok else pdu.ESME_RINVPASWD, b"loadgen\x00"
+            self._transport.write(smpp.response(
+                command, sequence, smpp.ESME_ROK if ok else smpp.ESME_RINVPASWD, b"loadgen\x00"
             ))
             if ok:
                 self.binds += 1
                 self._bound.set()
-        elif command == pdu.ENQUIRE_LINK:
-            self._transport.write(pdu.enquire_link_resp(sequence))
-        elif command == pdu.UNBIND:
-            self._transport.write(pdu.unbind_resp(sequence))
+        elif command == smpp.ENQUIRE_LINK:
+            self._transport.write(smpp.enquire_link_resp(sequence))
+        elif command == smpp.UNBIND:
+            self._transport.write(smpp.unbind_resp(sequence))
             self._bound.clear()  # nothing more is sent to it
             self._transport.close()
-        elif not command & pdu.RESPONSE_BIT:
-            self._transport.write(pdu.generic_nack(sequence, pdu.ESME_RINVCMDID))
+        elif not command & smpp.RESPONSE_BIT:
+            self._transport.write(smpp.generic_nack(sequence, smpp.ESME_RINVCMDID))
 
     def _on_submit(self, raw: bytes, sequence: int) -> None:
         assert self._transport is not None
-        message = pdu.decode_sm(raw)
+        message = smpp.decode_sm(raw)
         number = next(self._message_ids)
         message_id = f"{number:012X}"
-        self._transport.write(pdu.response(pdu.SUBMIT_SM, sequence, body=message_id.encode() + b"\x00"))
+        self._transport.write(smpp.response(smpp.SUBMIT_SM, sequence, body=message_id.encode() + b"\x00"))
         result = self._result
         result.submits += 1
-        whole = not message.concat and pdu.TAG_MESSAGE_PAYLOAD in message.tlvs
-        result.parts += pdu.count_parts(message.text) if whole else 1
+        whole = not message.concat and smpp.TAG_MESSAGE_PAYLOAD in message.tlvs
+        result.parts += smpp.count_parts(message.text) if whole else 1
         if self.receipts and message.registered_delivery & 1:
             self._receipts.append(self._receipt(message, message_id))
             result.receipts += 1
@@ -387,7 +387,7 @@ class LoadSmsc(asyncio.Protocol):
         if len(self._result.examples) < 5:
             self._result.examples.append(example)
 
-    def _receipt(self, message: pdu.ShortMessage, message_id: str) -> bytes:
+    def _receipt(self, message: smpp.ShortMessage, message_id: str) -> bytes:
         now = time.time()
         if now - self._date_at >= 1.0:
             self._date = time.strftime("%y%m%d%H%M", time.localtime(now))
@@ -428,7 +428,7 @@ class EchoEsme(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         await loop.create_connection(lambda: self, host, port)
         assert self._transport is not None
-        self._transport.write(pdu.bind_transceiver(self._next(), SYSTEM_ID, _DEFAULTS.password))
+        self._transport.write(smpp.bind_transceiver(self._next(), SYSTEM_ID, _DEFAULTS.password))
         async with asyncio.timeout(10):
             await self.bound.wait()
 
@@ -449,29 +449,29 @@ class EchoEsme(asyncio.Protocol):
 
     def _handle(self, raw: bytes) -> None:
         assert self._transport is not None
-        header = pdu.parse_header(raw)
+        header = smpp.parse_header(raw)
         command = header.command_id
-        if command == pdu.DELIVER_SM:
-            message = pdu.decode_sm(raw)
-            self._transport.write(pdu.deliver_sm_resp(header.sequence))
+        if command == smpp.DELIVER_SM:
+            message = smpp.decode_sm(raw)
+            self._transport.write(smpp.deliver_sm_resp(header.sequence))
             if not message.is_receipt:
                 self._reply(message.source)
-        elif command == pdu.SUBMIT_SM | pdu.RESPONSE_BIT:
+        elif command == smpp.SUBMIT_SM | smpp.RESPONSE_BIT:
             self._in_flight -= 1
             while self._queued and self._in_flight < self.window:
                 self._write(self._queued.popleft())
-        elif command == pdu.BIND_TRANSCEIVER | pdu.RESPONSE_BIT:
+        elif command == smpp.BIND_TRANSCEIVER | smpp.RESPONSE_BIT:
             self.bound.set()
-        elif command == pdu.ENQUIRE_LINK:
-            self._transport.write(pdu.enquire_link_resp(header.sequence))
-        elif command == pdu.UNBIND:
-            self._transport.write(pdu.unbind_resp(header.sequence))
+        elif command == smpp.ENQUIRE_LINK:
+            self._transport.write(smpp.enquire_link_resp(header.sequence))
+        elif command == smpp.UNBIND:
+            self._transport.write(smpp.unbind_resp(header.sequence))
             self._transport.close()
 
     def _reply(self, source: str) -> None:
-        parts = pdu.split_text(self.reply, next(self._references))
+        parts = smpp.split_text(self.reply, next(self._references))
         for coding, data in parts:
-            built = pdu.build_submit_sm(
+            built = smpp.build_submit_sm(
                 0, (SERVICE_NUMBER, 3, 0), (source, 1, 1), coding, data, udh=len(parts) > 1,
             )
             if self._in_flight < self.window:
@@ -615,7 +615,7 @@ async def _echo(port: int, parts: int, client: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smsgate.loadgen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m smsgate.tools.loadgen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     echo = commands.add_parser("echo", help="run an echo ESME against a LoadSmsc")
     echo.add_argument("--port", type=int, required=True)

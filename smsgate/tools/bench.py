@@ -1,12 +1,12 @@
 """`make bench`: the gateway against the raw SMPP link, measured in one run; writes BENCHMARKS.md.
 
-The gateway runs as `smsgate run` in a process of its own; the SMSC (`smsgate.loadgen.LoadSmsc`)
+The gateway runs as `smsgate run` in a process of its own; the SMSC (`smsgate.tools.loadgen.LoadSmsc`)
 and the load run in this one, so on two cores each side has one. The raw link is an echo ESME
-from `smsgate.loadgen` (also a process of its own) bound to an SMSC of its own in this process:
+from `smsgate.tools.loadgen` (also a process of its own) bound to an SMSC of its own in this process:
 aiosmpplib's ESME as the issue measures it (the ratio target), and the lean one for reference.
 Gateway and echoes stay bound all along and their rounds alternate, so all see the same machine.
 
-`python -m smsgate.bench --quick` runs every scenario at small sizes in well under a minute.
+`python -m smsgate.tools.bench --quick` runs every scenario at small sizes in well under a minute.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smsgate.loadgen import LoadSmsc, RunResult, Text
+from smsgate.tools.loadgen import LoadSmsc, RunResult, Text
 
 # The texts residents send: the command to measure, and the slow one mixed in.
 TEXTS = {"balance": "Баланс", "password": "Пароль"}
@@ -411,10 +411,10 @@ async def start_gateway(
 
 
 async def start_echo(name: str, parts: int = 1, client: str = "lean", receipts: bool = True) -> Link:
-    """An echo ESME (`python -m smsgate.loadgen echo --client ...`) bound to an SMSC of its own."""
+    """An echo ESME (`python -m smsgate.tools.loadgen echo --client ...`) bound to an SMSC of its own."""
     smsc = LoadSmsc(receipts=receipts)
     port = await smsc.start()
-    process = await Process.start(name, "-m", "smsgate.loadgen", "echo", "--port", str(port),
+    process = await Process.start(name, "-m", "smsgate.tools.loadgen", "echo", "--port", str(port),
                                   "--client", client, "--parts", str(parts))
     await smsc.wait_bound(30)
     return Link(name, smsc, process)
@@ -522,13 +522,13 @@ class Report:
                if self.throttle is not None else ""),
             f"- Each number is the median of {self.sizes.repeats} runs. The gateway (`smsgate run`,"
             " SQLite with `synchronous = FULL`, log level warning) and the load (a lean SMSC,"
-            " `smsgate/loadgen.py`) run in separate processes on the two cores (the gateway with"
+            " `smsgate/tools/loadgen.py`) run in separate processes on the two cores (the gateway with"
             " its БАЛАНС reader, a child process of its own: `[store] reader_min_batch`). Each gateway is"
             " measured once it has settled after its start (under 5% of a core: its stock of ready"
             " passwords full, as in a gateway that has been up a while).",
             "- The raw link, as the issue measured it: a minimal echo client on aiosmpplib's own"
             " ESME, broker and SimpleCorrelator, its expiry rescan limited to once a second"
-            " (`python -m smsgate.loadgen echo --client aiosmpplib`), answering each text with one"
+            " (`python -m smsgate.tools.loadgen echo --client aiosmpplib`), answering each text with one"
             " submit_sm, in a process of its own, bound to an SMSC like the gateway's. The ratio is"
             " measured like for like, twice: with an SMSC that sends a receipt for every part (as"
             " operators' do and the gateway asks) and with one that sends none (as in the issue's"
@@ -1003,14 +1003,14 @@ async def memory(report: Report, folder: Path, sizes: Sizes) -> None:
 # Where the event loop's time goes, as cProfile (deterministic, so slower) counts it; the parts
 # overlap: logging is done inside the others, and SQLite statements inside the group commits.
 PROFILE_PARTS = (
-    ("reading and decoding PDUs", "smsgate/session.py", "_read_loop"),
-    ("storing texts and receipts, acknowledging", "smsgate/session.py", "_store_and_answer"),
+    ("reading and decoding PDUs", "smsgate/smpp/session.py", "_read_loop"),
+    ("storing texts and receipts, acknowledging", "smsgate/smpp/session.py", "_store_and_answer"),
     ("answered inside the inbound commit (БАЛАНС reads)", "smsgate/gateway.py", "_answer_now"),
     ("routed by the processor (other commands)", "smsgate/gateway.py", "_route_one"),
     ("submitting replies", "smsgate/gateway.py", "_send_one"),
     ("group commits (SQL on the loop)", "store/db.py", "_write_groups"),
     ("logging (metrics count every event)", "smsgate/logs.py", "info"),
-    ("receipt parsing", "smsgate/pdu.py", "parse_receipt"),
+    ("receipt parsing", "smsgate/smpp/pdu.py", "parse_receipt"),
     ("waiting for work (idle)", "~", "<method 'poll' of 'select.epoll' objects>"),
 )
 
@@ -1077,8 +1077,8 @@ async def bench(args: argparse.Namespace) -> Report:
     sizes = SMOKE if args.smoke else QUICK if args.quick else Sizes()
     if args.repeats:
         sizes = Sizes(**{**sizes.__dict__, "repeats": args.repeats})
-    command = "python -m smsgate.bench " + " ".join(sys.argv[1:]) if args.argv is None else \
-        "python -m smsgate.bench " + " ".join(args.argv)
+    command = "python -m smsgate.tools.bench " + " ".join(sys.argv[1:]) if args.argv is None else \
+        "python -m smsgate.tools.bench " + " ".join(args.argv)
     report = Report(sizes, command.strip(), dt.datetime.now(dt.UTC), machine())
     only = set(args.only.split(",")) if args.only else set(SCENARIOS)
     began = time.monotonic()
@@ -1112,7 +1112,7 @@ async def bench(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smsgate.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m smsgate.tools.bench", description=__doc__)
     parser.add_argument("--out", type=Path, help="write the report here (e.g. BENCHMARKS.md)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one round each")
     parser.add_argument("--smoke", action="store_true", help="toy sizes: checks the tool only")

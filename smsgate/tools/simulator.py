@@ -7,7 +7,7 @@ formats, and sends MO messages as deliver_sm. Like a real SMSC it keeps an MO un
 answers it: a deliver_sm lost with its connection is sent again on the next bind.
 
 A small aiohttp control API (`POST /mo`, `POST /ussd`, `GET /sent`, `GET /status`) lets a person
-or another process play a resident; `smsgate.simclient` is its client. `ussd()` plays one step of
+or another process play a resident; `smsgate.tools.simclient` is its client. `ussd()` plays one step of
 a USSD dialogue: a deliver_sm with ussd_service_op and its_session_info, then the ESME's screen.
 """
 
@@ -29,10 +29,10 @@ from typing import Any, Self, TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from smsgate import pdu
+from smsgate import smpp
 from smsgate.config import Config, ConfigError
 
-_log = logging.getLogger("smsgate.simulator")
+_log = logging.getLogger("smsgate.tools.simulator")
 _T = TypeVar("_T")
 
 SYSTEM_ID = "smsgate-sim"
@@ -42,9 +42,9 @@ MESSAGE_ID_FORMATS = ("hex", "decimal")
 ESME_RINVSYSID = 0x0F
 
 _BIND_MODES = {
-    pdu.BIND_RECEIVER: "receiver",
-    pdu.BIND_TRANSMITTER: "transmitter",
-    pdu.BIND_TRANSCEIVER: "transceiver",
+    smpp.BIND_RECEIVER: "receiver",
+    smpp.BIND_TRANSMITTER: "transmitter",
+    smpp.BIND_TRANSCEIVER: "transceiver",
 }
 _RECEIVING = ("receiver", "transceiver")
 _TRANSMITTING = ("transmitter", "transceiver")
@@ -235,7 +235,7 @@ class Simulator:
         # Millisecond start keeps ids unique across restarts, since the gateway persists them.
         self._message_ids = itertools.count(time.time_ns() // 1_000_000)
         self._references = itertools.cycle(range(1, 256))
-        self._partial: dict[tuple[str, str, int, int], dict[int, tuple[pdu.ShortMessage, str]]] = {}
+        self._partial: dict[tuple[str, str, int, int], dict[int, tuple[smpp.ShortMessage, str]]] = {}
         self._sessions: set[_Session] = set()
         self._receivers: list[_Session] = []
         self._turn = 0
@@ -283,7 +283,7 @@ class Simulator:
         if self._server is not None:
             self._server.close()
         unbinds = [
-            session.request(pdu.unbind(0))[1]
+            session.request(smpp.unbind(0))[1]
             for session in list(self._sessions)
             if session.mode is not None and not session.closed
         ]
@@ -373,7 +373,7 @@ class Simulator:
     async def enquire_link(self, timeout: float = 5.0) -> list[int]:  # noqa: ASYNC109
         """Send enquire_link to every bound ESME; the statuses of their answers."""
         futures = [
-            session.request(pdu.enquire_link(0))[1]
+            session.request(smpp.enquire_link(0))[1]
             for session in list(self._sessions)
             if session.mode is not None and not session.closed
         ]
@@ -455,15 +455,15 @@ class Simulator:
             op = USSD_PSSR_INDICATION if previous is None else USSD_USSR_CONFIRM
         step = 0 if previous is None or op == USSD_PSSR_INDICATION else (previous + 1) % 0x80
         self._ussd_dialogues[dialogue] = step
-        tlvs = pdu.tlv(pdu.TAG_USSD_SERVICE_OP, bytes([op]))
+        tlvs = smpp.tlv(smpp.TAG_USSD_SERVICE_OP, bytes([op]))
         if session is not None:
-            tlvs += pdu.tlv(pdu.TAG_ITS_SESSION_INFO, bytes([session, step << 1]))
+            tlvs += smpp.tlv(smpp.TAG_ITS_SESSION_INFO, bytes([session, step << 1]))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         start = len(self.sent)
         statuses = await self.send_mo(phone, text, tlvs=tlvs, timeout=timeout)
-        if any(status != pdu.ESME_ROK for status in statuses):
-            raise ConnectionError(f"the ESME refused the USSD step: {pdu.status_name(statuses[0])}")
+        if any(status != smpp.ESME_ROK for status in statuses):
+            raise ConnectionError(f"the ESME refused the USSD step: {smpp.status_name(statuses[0])}")
         if not reply:
             self._ussd_dialogues.pop(dialogue, None)
             return None
@@ -495,8 +495,8 @@ class Simulator:
             if udh_reference is not None and not 0 <= udh_reference <= 0xFFFF:
                 raise ValueError("udh_reference must fit 16 bits")
             reference = next(self._references) if udh_reference is None else udh_reference
-            parts = pdu.split_text(text, reference)
-            esm_class = pdu.UDHI if len(parts) > 1 else 0
+            parts = smpp.split_text(text, reference)
+            esm_class = smpp.UDHI if len(parts) > 1 else 0
             return [(coding, user_data, esm_class) for coding, user_data in parts]
         if payload is not None and text is None:
             if data_coding is None or not 0 <= data_coding <= 0xFF:
@@ -531,9 +531,9 @@ class Simulator:
                 delivery.phone, delivery.text, delivery.part, delivery.parts, sequence, status,
                 datetime.now(UTC),
             ))
-        if status != pdu.ESME_ROK:
+        if status != smpp.ESME_ROK:
             _event(logging.INFO, "deliver_refused", msisdn=_mask(delivery.phone),
-                   status=pdu.status_name(status), receipt=delivery.receipt)
+                   status=smpp.status_name(status), receipt=delivery.receipt)
         return status
 
     async def _receiver(self, preferred: _Session | None) -> _Session:
@@ -576,9 +576,9 @@ class Simulator:
                 buffer += data
                 offset = 0
                 # Every complete PDU in the chunk is handled without an await in between.
-                while len(buffer) - offset >= pdu.HEADER_LENGTH and not session.closed:
+                while len(buffer) - offset >= smpp.HEADER_LENGTH and not session.closed:
                     length = int.from_bytes(buffer[offset : offset + 4], "big")
-                    if not pdu.HEADER_LENGTH <= length <= pdu.MAX_PDU_LENGTH:
+                    if not smpp.HEADER_LENGTH <= length <= smpp.MAX_PDU_LENGTH:
                         # No way to find the next PDU boundary: the stream is lost.
                         _event(logging.WARNING, "pdu_bad_length", peer=peer, length=length)
                         self._close(session)
@@ -633,69 +633,69 @@ class Simulator:
             session.writer.close()
 
     def _handle_safely(self, session: _Session, data: bytes) -> None:
-        header = pdu.parse_header(data)
+        header = smpp.parse_header(data)
         try:
             self._handle(session, header, data)
         except Exception:
             # A bug in one PDU's handling must not take the whole SMSC down.
             _log.exception("pdu_failed", extra={"command_id": f"0x{header.command_id:08X}",
                                                 "peer": session.peer})
-            if not header.command_id & pdu.RESPONSE_BIT:
-                session.send(pdu.generic_nack(header.sequence, pdu.ESME_RSYSERR))
+            if not header.command_id & smpp.RESPONSE_BIT:
+                session.send(smpp.generic_nack(header.sequence, smpp.ESME_RSYSERR))
 
-    def _handle(self, session: _Session, header: pdu.Header, data: bytes) -> None:
+    def _handle(self, session: _Session, header: smpp.Header, data: bytes) -> None:
         command_id = header.command_id
-        if command_id & pdu.RESPONSE_BIT:
+        if command_id & smpp.RESPONSE_BIT:
             future = session.outstanding.pop(header.sequence, None)
             if future is not None and not future.done():
                 future.set_result(header.status)
             return
-        if command_id == pdu.SUBMIT_SM:
+        if command_id == smpp.SUBMIT_SM:
             if session.mode not in _TRANSMITTING:
-                session.send(pdu.generic_nack(header.sequence, pdu.ESME_RINVBNDSTS))
+                session.send(smpp.generic_nack(header.sequence, smpp.ESME_RINVBNDSTS))
                 return
             self._on_submit(session, header, data)
-        elif command_id == pdu.ENQUIRE_LINK:
+        elif command_id == smpp.ENQUIRE_LINK:
             # SMPP 3.4 allows enquire_link in every state, bound or not.
-            session.send(pdu.enquire_link_resp(header.sequence))
+            session.send(smpp.enquire_link_resp(header.sequence))
         elif command_id in _BIND_MODES:
             self._on_bind(session, header, data)
-        elif command_id == pdu.UNBIND:
+        elif command_id == smpp.UNBIND:
             if session.mode is None:
-                session.send(pdu.generic_nack(header.sequence, pdu.ESME_RINVBNDSTS))
+                session.send(smpp.generic_nack(header.sequence, smpp.ESME_RINVBNDSTS))
                 return
-            session.send(pdu.unbind_resp(header.sequence))
+            session.send(smpp.unbind_resp(header.sequence))
             _event(logging.INFO, "esme_unbound", peer=session.peer)
             self._close(session, linger=True)
         else:
             _event(logging.INFO, "pdu_unknown_command", peer=session.peer,
                    command_id=f"0x{command_id:08X}")
-            session.send(pdu.generic_nack(header.sequence, pdu.ESME_RINVCMDID))
+            session.send(smpp.generic_nack(header.sequence, smpp.ESME_RINVCMDID))
 
-    def _on_bind(self, session: _Session, header: pdu.Header, data: bytes) -> None:
+    def _on_bind(self, session: _Session, header: smpp.Header, data: bytes) -> None:
         if session.mode is not None:
-            session.send(pdu.response(header.command_id, header.sequence, pdu.ESME_RALYBND))
+            session.send(smpp.response(header.command_id, header.sequence, smpp.ESME_RALYBND))
             return
         try:
-            system_id, password, _system_type = pdu.c_strings(data, 3)
-        except pdu.PduError:
+            system_id, password, _system_type = smpp.c_strings(data, 3)
+        except smpp.PduError:
             _event(logging.WARNING, "pdu_malformed", peer=session.peer, command="bind")
-            session.send(pdu.generic_nack(header.sequence, pdu.ESME_RINVCMDLEN))
+            session.send(smpp.generic_nack(header.sequence, smpp.ESME_RINVCMDLEN))
             return
-        status = pdu.ESME_ROK
+        status = smpp.ESME_ROK
         if not hmac.compare_digest(system_id.encode(), self.system_id.encode()):
             status = ESME_RINVSYSID
         elif not hmac.compare_digest(password.encode(), self._password.encode()):
-            status = pdu.ESME_RINVPASWD
-        if status != pdu.ESME_ROK:
-            session.send(pdu.response(header.command_id, header.sequence, status))
+            status = smpp.ESME_RINVPASWD
+        if status != smpp.ESME_ROK:
+            session.send(smpp.response(header.command_id, header.sequence, status))
             _event(logging.WARNING, "bind_refused", peer=session.peer, system_id=system_id,
-                   status=pdu.status_name(status))
+                   status=smpp.status_name(status))
             # A real SMSC hangs up on a failed bind rather than let the client guess again.
             self._close(session, linger=True)
             return
         mode = _BIND_MODES[header.command_id]
-        session.send(pdu.response(header.command_id, header.sequence,
+        session.send(smpp.response(header.command_id, header.sequence,
                                   body=SYSTEM_ID.encode() + b"\x00"))
         session.mode = mode
         self.binds += 1
@@ -705,23 +705,23 @@ class Simulator:
             self._receiver_ready.set()
         _event(logging.INFO, "bind_accepted", peer=session.peer, mode=mode, pending=self._pending)
 
-    def _on_submit(self, session: _Session, header: pdu.Header, data: bytes) -> None:
+    def _on_submit(self, session: _Session, header: smpp.Header, data: bytes) -> None:
         try:
-            message = pdu.decode_sm(data)
-        except pdu.PduError as exc:
+            message = smpp.decode_sm(data)
+        except smpp.PduError as exc:
             _event(logging.WARNING, "pdu_malformed", peer=session.peer, command="submit_sm",
                    reason=str(exc))
-            session.send(pdu.generic_nack(header.sequence, pdu.ESME_RINVCMDLEN))
+            session.send(smpp.generic_nack(header.sequence, smpp.ESME_RINVCMDLEN))
             return
         self._received += 1
         if self.throttle_every and self._received % self.throttle_every == 0:
             self.throttled += 1
-            session.send(pdu.submit_sm_resp(header.sequence, "", pdu.ESME_RTHROTTLED))
+            session.send(smpp.submit_sm_resp(header.sequence, "", smpp.ESME_RTHROTTLED))
             _event(logging.DEBUG, "submit_throttled", peer=session.peer)
             return
-        if not self.message_payload and pdu.TAG_MESSAGE_PAYLOAD in message.tlvs:
+        if not self.message_payload and smpp.TAG_MESSAGE_PAYLOAD in message.tlvs:
             self.payload_refused += 1
-            session.send(pdu.submit_sm_resp(header.sequence, "", pdu.ESME_ROPTPARNOTALLWD))
+            session.send(smpp.submit_sm_resp(header.sequence, "", smpp.ESME_ROPTPARNOTALLWD))
             _event(logging.INFO, "submit_refused", peer=session.peer, reason="message_payload")
             return
         number = next(self._message_ids)
@@ -731,7 +731,7 @@ class Simulator:
             message_id = f"{number:012X}"
         else:
             message_id = str(number)
-        session.send(pdu.submit_sm_resp(header.sequence, message_id))
+        session.send(smpp.submit_sm_resp(header.sequence, message_id))
         self.submits += 1
         session.submits += 1
         now = datetime.now(UTC)
@@ -743,7 +743,7 @@ class Simulator:
             _event(logging.INFO, "esme_dropped", peer=session.peer, submits=session.submits)
             self._close(session, linger=True)
 
-    def _collect(self, message: pdu.ShortMessage, message_id: str, now: datetime) -> None:
+    def _collect(self, message: smpp.ShortMessage, message_id: str, now: datetime) -> None:
         """Record a message once all its parts are in; parts may come in any order."""
         concat = message.concat
         if concat is None or concat.total <= 1 or not 1 <= concat.number <= concat.total:
@@ -761,15 +761,15 @@ class Simulator:
             del self._partial[key]
             self._record([parts[number] for number in range(1, concat.total + 1)], now)
 
-    def _record(self, parts: list[tuple[pdu.ShortMessage, str]], now: datetime) -> None:
+    def _record(self, parts: list[tuple[smpp.ShortMessage, str]], now: datetime) -> None:
         first = parts[0][0]
         # Decoding the joined payload keeps characters split across parts (surrogates) whole.
-        text, is_text = pdu.decode_text(first.data_coding, b"".join(m.payload for m, _ in parts))
-        whole = len(parts) == 1 and not first.concat and pdu.TAG_MESSAGE_PAYLOAD in first.tlvs
+        text, is_text = smpp.decode_text(first.data_coding, b"".join(m.payload for m, _ in parts))
+        whole = len(parts) == 1 and not first.concat and smpp.TAG_MESSAGE_PAYLOAD in first.tlvs
         sent = Sent(
             phone=_phone(first.destination, first.dest_ton),
             text=text if is_text else "",
-            parts=pdu.count_parts(text) if whole and is_text else len(parts),
+            parts=smpp.count_parts(text) if whole and is_text else len(parts),
             message_ids=tuple(message_id for _, message_id in parts),
             source=first.source,
             data_coding=first.data_coding,
@@ -787,7 +787,7 @@ class Simulator:
     async def _send_receipt(
         self,
         session: _Session,
-        message: pdu.ShortMessage,
+        message: smpp.ShortMessage,
         number: int,
         message_id: str,
         submitted: datetime,
@@ -800,7 +800,7 @@ class Simulator:
 
     def _receipt_pdu(
         self,
-        message: pdu.ShortMessage,
+        message: smpp.ShortMessage,
         number: int,
         message_id: str,
         submitted: datetime,
@@ -811,9 +811,9 @@ class Simulator:
         destination = (message.source, message.source_ton, message.source_npi)
         if self.receipt_format == "tlv":
             tlvs = (
-                pdu.tlv(pdu.TAG_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\x00")
-                + pdu.tlv(pdu.TAG_MESSAGE_STATE, bytes([2]))  # DELIVERED
-                + pdu.tlv(pdu.TAG_NETWORK_ERROR_CODE, bytes([3, 0, 0]))  # GSM, no error
+                smpp.tlv(smpp.TAG_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\x00")
+                + smpp.tlv(smpp.TAG_MESSAGE_STATE, bytes([2]))  # DELIVERED
+                + smpp.tlv(smpp.TAG_NETWORK_ERROR_CODE, bytes([3, 0, 0]))  # GSM, no error
             )
             return _deliver_sm_from(source, destination, 0, b"", 0x04, tlvs)
         text = self._receipt_text(message, number, message_id, submitted, done)
@@ -822,12 +822,12 @@ class Simulator:
             # GSM 03.38 and ASCII agree.
             user_data = text.encode("ascii")
         else:
-            [(_coding, user_data)] = pdu.split_text(text, 0)
+            [(_coding, user_data)] = smpp.split_text(text, 0)
         return _deliver_sm_from(source, destination, 0, user_data, 0x04, b"")
 
     def _receipt_text(
         self,
-        message: pdu.ShortMessage,
+        message: smpp.ShortMessage,
         number: int,
         message_id: str,
         submitted: datetime,
@@ -843,7 +843,7 @@ class Simulator:
             f"done date:{done.astimezone():{pattern}} stat:DELIVRD err:000 text:"
         )
         snippet = message.text[:_RECEIPT_SNIPPET] if message.is_text else ""
-        if snippet and pdu.is_gsm(snippet) and pdu.gsm_septets(head + snippet) <= 160:
+        if snippet and smpp.is_gsm(snippet) and smpp.gsm_septets(head + snippet) <= 160:
             return head + snippet
         return head
 
@@ -902,26 +902,26 @@ def _deliver_sm_from(
     esm_class: int,
     tlvs: bytes,
 ) -> bytes:
-    template = pdu.build_deliver_sm(0, source, destination, data_coding, user_data,
+    template = smpp.build_deliver_sm(0, source, destination, data_coding, user_data,
                                     esm_class=esm_class, tlvs=tlvs)
     if user_data:
         return template
-    # pdu.build_deliver_sm sends its "-" placeholder when the user data is empty; an empty SMS
+    # smpp.build_deliver_sm sends its "-" placeholder when the user data is empty; an empty SMS
     # must arrive empty. sm_length and short_message sit right before the TLVs.
     index = len(template) - len(tlvs) - 2
     if template[index : index + 2] != b"\x01-":
         return template
-    body = template[pdu.HEADER_LENGTH : index] + b"\x00" + template[index + 2 :]
-    _length, command_id, status, sequence = pdu.HEADER.unpack_from(template)
-    return pdu.HEADER.pack(pdu.HEADER_LENGTH + len(body), command_id, status, sequence) + body
+    body = template[smpp.HEADER_LENGTH : index] + b"\x00" + template[index + 2 :]
+    _length, command_id, status, sequence = smpp.HEADER.unpack_from(template)
+    return smpp.HEADER.pack(smpp.HEADER_LENGTH + len(body), command_id, status, sequence) + body
 
 
 def _ussd_answer(sent: Sent, phone: str, session: int | None) -> UssdReply | None:
     """sent as the screen of phone's dialogue with that session number; None if it is not one."""
-    op = sent.tlvs.get(pdu.TAG_USSD_SERVICE_OP)
+    op = sent.tlvs.get(smpp.TAG_USSD_SERVICE_OP)
     if not op or not _same_phone(sent.phone, phone):
         return None
-    info = sent.tlvs.get(pdu.TAG_ITS_SESSION_INFO)
+    info = sent.tlvs.get(smpp.TAG_ITS_SESSION_INFO)
     if session is not None and info and info[0] != session:
         return None
     return UssdReply(sent.text, op[0], info)
