@@ -27,7 +27,7 @@ from smsgate.readers import BalanceReader
 from smsgate.router import Routed, Router
 from smsgate.services import Services
 from smsgate.smpp import Inbound, LinkDown, SmppSession
-from store import messages
+from store import keys, messages
 from store.db import Store, now
 
 log = logs.get("gateway")
@@ -340,7 +340,7 @@ class Gateway:
         parsed = [smpp.parse_receipt(message) for message in receipts]
         new_receipts = [messages.NewReceipt(receipt.message_id, receipt.stat, receipt.err, message.text)
                         for receipt, message in zip(parsed, receipts, strict=True)]
-        keys = [frozenset(smpp.receipt_keys(receipt.message_id)) for receipt in parsed]
+        keys = [frozenset(keys.receipt_keys(receipt.message_id)) for receipt in parsed]
 
         def write(db: sqlite3.Connection) -> tuple[list[int | None], list[int], list[int | None]]:
             # All of it in one transaction and one trip to the database thread.
@@ -765,7 +765,7 @@ class Gateway:
         return status, smsc_id
 
     def _note_part(self, outbox_id: int, number: int, smsc_id: str) -> None:
-        key = smpp.message_id_key(smsc_id)
+        key = keys.message_id_key(smsc_id)
         self._results.append(messages.PartResult(
             outbox_id, number, smsc_id, (key,) if key is not None else (), now()
         ))

@@ -412,7 +412,7 @@ async def match_receipt(
 @dataclass(slots=True)
 class ReceiptMatch:
     receipt_id: int
-    keys: Iterable[str]  # the readings of the SMSC id (smpp.normalise_message_id)
+    keys: Iterable[str]  # the readings of the SMSC id (keys.normalise_message_id)
     stat: str
     err: str
     at: float

@@ -6,8 +6,7 @@ import sqlite3
 
 import pytest
 
-from smsgate import smpp
-from store import messages
+from store import keys, messages
 from store.db import Store, now
 
 PHONE = "+79031234567"
@@ -92,16 +91,16 @@ async def test_parts_stored_under_one_key_or_the_old_three_are_both_matched(stor
         messages.NewOutgoing("old", PHONE, "short", 1), messages.NewOutgoing("new", PHONE, "short", 1),
     ], now())
     (old_id, _), (new_id, _) = queued
-    new_key = smpp.message_id_key("1F4A")
+    new_key = keys.message_id_key("1F4A")
     assert new_key is not None
     await store.write(messages.record_submitted_sync, [
-        messages.PartResult(old_id, 1, "0A1F", tuple(sorted(smpp.normalise_message_id("0A1F"))), now()),
+        messages.PartResult(old_id, 1, "0A1F", tuple(sorted(keys.normalise_message_id("0A1F"))), now()),
         messages.PartResult(new_id, 1, "1F4A", (new_key,), now()),
     ], [(old_id, now()), (new_id, now())])
     rows = await store.db.execute_fetchall("SELECT count(*) FROM part_keys WHERE outbox_id = ?", (new_id,))
     assert rows[0][0] == 1
     matched = await store.write(messages.match_receipts_sync, [
-        messages.ReceiptMatch(0, frozenset(smpp.receipt_keys(smsc_id)), "DELIVRD", "000", now())
+        messages.ReceiptMatch(0, frozenset(keys.receipt_keys(smsc_id)), "DELIVRD", "000", now())
         for smsc_id in ("2591", "8010", "8011")  # 0x0A1F and 0x1F4A in decimal, and a stranger
     ], link=False)
     assert matched == [old_id, new_id, None]

@@ -13,6 +13,7 @@ from aiosmpplib.state import PhoneNumber
 
 from smsgate import smpp
 from smsgate.smpp import pdu as pdu_internals
+from store import keys
 
 
 def deliver_sm_bytes(
@@ -180,11 +181,11 @@ def test_malformed_pdus_raise_pdu_error(raw: bytes) -> None:
 
 
 def test_message_ids_match_across_hex_and_decimal() -> None:
-    assert smpp.normalise_message_id("0A1F") & smpp.normalise_message_id("2591")
-    assert smpp.normalise_message_id("000123") & smpp.normalise_message_id("123")
-    assert smpp.normalise_message_id("abc") & smpp.normalise_message_id("ABC")
-    assert not smpp.normalise_message_id("") and not (
-        smpp.normalise_message_id("11") & smpp.normalise_message_id("12")
+    assert keys.normalise_message_id("0A1F") & keys.normalise_message_id("2591")
+    assert keys.normalise_message_id("000123") & keys.normalise_message_id("123")
+    assert keys.normalise_message_id("abc") & keys.normalise_message_id("ABC")
+    assert not keys.normalise_message_id("") and not (
+        keys.normalise_message_id("11") & keys.normalise_message_id("12")
     )
 
 
@@ -201,19 +202,19 @@ def test_one_key_a_part_matches_the_receipts_the_three_readings_matched() -> Non
     under before did."""
     for submitted in _IDS:
         for receipted in _IDS:
-            before = bool(smpp.normalise_message_id(submitted) & smpp.normalise_message_id(receipted))
-            key = smpp.message_id_key(submitted)
-            assert (key is not None and key in smpp.receipt_keys(receipted)) == before, (
+            before = bool(keys.normalise_message_id(submitted) & keys.normalise_message_id(receipted))
+            key = keys.message_id_key(submitted)
+            assert (key is not None and key in keys.receipt_keys(receipted)) == before, (
                 submitted, receipted)
-    assert smpp.message_id_key("0A1F") in smpp.receipt_keys("2591")  # hex, then decimal
-    assert smpp.message_id_key("2591") in smpp.receipt_keys("a1f")  # decimal, then hex
-    assert smpp.message_id_key("0x123") not in smpp.receipt_keys("7B")  # 0x123 is 291, not 123
-    assert smpp.message_id_key("   ") is None and not smpp.receipt_keys("")
+    assert keys.message_id_key("0A1F") in keys.receipt_keys("2591")  # hex, then decimal
+    assert keys.message_id_key("2591") in keys.receipt_keys("a1f")  # decimal, then hex
+    assert keys.message_id_key("0x123") not in keys.receipt_keys("7B")  # 0x123 is 291, not 123
+    assert keys.message_id_key("   ") is None and not keys.receipt_keys("")
 
 
 def test_a_part_stored_under_the_old_readings_is_found_by_a_receipt() -> None:
     for submitted, receipted in (("0A1F", "2591"), ("2591", "A1F"), ("ABC", "abc"), ("000123", "123")):
-        assert smpp.normalise_message_id(submitted) & smpp.receipt_keys(receipted)
+        assert keys.normalise_message_id(submitted) & keys.receipt_keys(receipted)
 
 
 def test_empty_user_data_is_sent_empty() -> None:

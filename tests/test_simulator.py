@@ -15,6 +15,7 @@ import pytest
 from smsgate import smpp
 from smsgate.tools.simclient import SimulatorUnavailable, send_sms
 from smsgate.tools.simulator import RECEIPT_FORMATS, Simulator
+from store import keys
 
 SYSTEM_ID = "smsgate"
 PASSWORD = "secret12"
@@ -451,7 +452,7 @@ async def test_receipt_formats(lab: Lab, receipt_format: str) -> None:
     assert receipt.esm_class == 0x04
     assert (receipt.source, receipt.source_ton) == (PHONE_WIRE, 1)
     assert receipt.destination == "7377"
-    matches = smpp.normalise_message_id(parsed.message_id) & smpp.normalise_message_id(message_id)
+    matches = keys.normalise_message_id(parsed.message_id) & keys.normalise_message_id(message_id)
     if receipt_format == "garbage":
         assert parsed.message_id == ""
         assert not matches
