@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from smsgate import logs
 from smsgate.config import Config
+from store import codes, ratelimits, retention
 from store.db import Store, now
 
 log = logs.get("housekeeping")
@@ -27,26 +28,13 @@ async def sweep(store: Store, config: Config) -> Swept:
     at = now()
     cutoff = at - config.store.message_retention_days * DAY
     async with store.tx() as db:
-        inbox = await db.execute(
-            "UPDATE inbox SET text = '', raw = NULL WHERE received_at < ? AND state != 'new'"
-            " AND (text != '' OR raw IS NOT NULL)", (cutoff,),
-        )
-        outbox = await db.execute(
-            "UPDATE outbox SET text = '' WHERE created_at < ? AND state != 'queued' AND text != ''",
-            (cutoff,),
-        )
-        receipts = await db.execute(
-            "UPDATE receipts SET body = '' WHERE received_at < ? AND body != ''", (cutoff,)
-        )
+        bodies = await retention.blank_bodies(db, cutoff)
         # Limits look back a day at most; registration lock-outs an hour.
-        events = await db.execute("DELETE FROM rate_events WHERE at < ?", (at - 2 * DAY,))
-        codes = await db.execute("DELETE FROM codes WHERE expires_at < ?", (at,))
+        events = await ratelimits.prune(db, at - 2 * DAY)
+        expired = await codes.delete_expired(db, at)
         # Parts whose siblings never came within a day will not come.
-        parts = await db.execute("DELETE FROM inbox_parts WHERE received_at < ?", (at - DAY,))
-    swept = Swept(
-        inbox.rowcount + outbox.rowcount + receipts.rowcount, events.rowcount, codes.rowcount,
-        parts.rowcount,
-    )
+        parts = await retention.drop_parts(db, at - DAY)
+    swept = Swept(bodies, events, expired, parts)
     if any(vars(swept).values()):
         log.info("housekeeping", extra=vars(swept))
     return swept

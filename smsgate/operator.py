@@ -13,7 +13,7 @@ from smsgate import logs, security
 from smsgate.config import Config
 from smsgate.gateway import Gateway
 from smsgate.metrics import Gauges, Metrics
-from store import messages
+from store import counts, messages, meta
 
 log = logs.get("operator")
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
@@ -26,13 +26,12 @@ STUCK_AFTER_SECONDS = 120.0
 async def read_gauges(gateway: Gateway) -> Gauges:
     db = gateway.store.db
     depth, oldest = await messages.queue_summary(db)
-    async with db.execute("SELECT count(*) FROM inbox WHERE state = 'new'") as cursor:
-        row = await cursor.fetchone()
+    pending = await counts.inbox_pending(db)
     return Gauges(
         bound=gateway.session.bound.is_set(),
         queue_depth=depth,
         oldest_unsent_age=max(0.0, time.time() - oldest) if oldest else 0.0,
-        inbox_pending=int(row[0]) if row else 0,
+        inbox_pending=pending,
         uptime=time.time() - gateway.started_at,
         passwords_ready=security.READY.ready,
     )
@@ -50,9 +49,7 @@ async def healthz(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     try:
         async with gateway.store.tx() as db:
-            await db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('healthz', ?)", (str(time.time()),)
-            )
+            await meta.put(db, "healthz", str(time.time()))
     except Exception as exc:
         log.warning("healthz_failed", extra={"error": type(exc).__name__})
         return web.json_response({"ok": False, "store": "not writable"}, status=503)

@@ -45,3 +45,9 @@ async def add_attempt(db: aiosqlite.Connection, phone: str, purpose: str) -> Non
 
 async def delete(db: aiosqlite.Connection, phone: str, purpose: str) -> None:
     await db.execute("DELETE FROM codes WHERE phone = ? AND purpose = ?", (phone, purpose))
+
+
+async def delete_expired(db: aiosqlite.Connection, at: float) -> int:
+    """Drop every code expired by `at`; return how many."""
+    cursor = await db.execute("DELETE FROM codes WHERE expires_at < ?", (at,))
+    return cursor.rowcount

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiosqlite
@@ -64,16 +65,8 @@ async def of_resident(
     return await in_thread(db, _of_resident, resident_id, period, today)
 
 
-async def of_phone(
-    db: aiosqlite.Connection, phone: str, period: str, today: str
-) -> list[AccountBalance] | None:
-    """`of_resident` for the resident with this phone, None if there is none; one trip to the
-    database thread for both queries (БАЛАНС is the text residents send most).
-    """
-    return await in_thread(db, of_phone_sync, phone, period, today)
-
-
 def of_phone_sync(db: sqlite3.Connection, phone: str, period: str, today: str) -> list[AccountBalance] | None:
+    """`of_resident` for the resident with this phone, None if there is none (БАЛАНС)."""
     # One statement: the resident is found inside it (and a row says it exists at all).
     rows = db.execute(_BALANCES_OF_PHONE_SQL, (phone, period, phone, today, phone, phone)).fetchall()
     return _balances(rows) if rows else None
@@ -159,3 +152,19 @@ async def recent_payments(
     """
     async with db.execute(sql, (account, today, limit)) as cur:
         return [Payment(row[0], int(row[1]), row[2], row[3]) for row in await cur.fetchall()]
+
+
+async def add_charges(db: aiosqlite.Connection, rows: Iterable[tuple[str, int, str, str, int]]) -> None:
+    """Insert (account, provider_id, service, period, amount) rows."""
+    await db.executemany(
+        "INSERT INTO charges (account, provider_id, service, period, amount) VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+async def add_payments(db: aiosqlite.Connection, rows: Iterable[tuple[str, int, int, str, str]]) -> None:
+    """Insert (account, provider_id, amount, paid_at, channel) rows."""
+    await db.executemany(
+        "INSERT INTO payments (account, provider_id, amount, paid_at, channel) VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )

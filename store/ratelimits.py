@@ -30,5 +30,6 @@ async def clear(db: aiosqlite.Connection, key: str) -> None:
 
 
 async def prune(db: aiosqlite.Connection, before: float) -> int:
+    """Drop the events recorded before `before`; return how many."""
     cursor = await db.execute("DELETE FROM rate_events WHERE at < ?", (before,))
     return cursor.rowcount

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import aiosqlite
 
+from store import accounts, debts, meta
 from store.db import Store
 
 BARNAUL = ZoneInfo("Asia/Barnaul")
@@ -406,19 +407,15 @@ def _payments(
 
 
 async def _existing(db: aiosqlite.Connection) -> list[DemoAccount]:
-    rows = list(await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (META_KEY,)))
-    if not rows:
+    numbers = await meta.get(db, META_KEY)
+    if numbers is None:
         return []
     found: list[DemoAccount] = []
-    for number in str(rows[0][0]).split(","):
-        account = list(
-            await db.execute_fetchall(
-                "SELECT number, receipt_code, address, holder FROM accounts WHERE number = ?",
-                (number,),
-            )
-        )
-        if account:
-            found.append(DemoAccount(*(str(value) for value in account[0])))
+    for number in numbers.split(","):
+        account = await accounts.get(db, number)
+        if account is not None:
+            found.append(DemoAccount(account.number, account.receipt_code, account.address,
+                                     account.holder))
     return found
 
 
@@ -430,34 +427,15 @@ async def load_demo(store: Store, seed: int = 7, *, today: date | None = None) -
     """
     plan = _plan(seed, today or datetime.now(BARNAUL).date())
     async with store.tx() as db:
-        filled = list(
-            await db.execute_fetchall(
-                "SELECT EXISTS (SELECT 1 FROM accounts) OR EXISTS (SELECT 1 FROM providers)"
-            )
-        )
-        if filled[0][0]:
+        if await accounts.any_loaded(db):
             return await _existing(db)
-        await db.executemany(
-            "INSERT INTO providers (id, name, inn, service_kind) VALUES (?, ?, ?, ?)",
-            [(p.id, p.name, p.inn, p.kind) for p in plan.providers],
+        await accounts.add_providers(db, [(p.id, p.name, p.inn, p.kind) for p in plan.providers])
+        await accounts.add(
+            db, [(a.number, a.receipt_code, a.address, a.holder) for a in plan.accounts]
         )
-        await db.executemany(
-            "INSERT INTO accounts (number, receipt_code, address, holder) VALUES (?, ?, ?, ?)",
-            [(a.number, a.receipt_code, a.address, a.holder) for a in plan.accounts],
-        )
-        await db.executemany(
-            "INSERT INTO charges (account, provider_id, service, period, amount) VALUES (?, ?, ?, ?, ?)",
-            plan.charges,
-        )
-        await db.executemany(
-            "INSERT INTO payments (account, provider_id, amount, paid_at, channel) VALUES (?, ?, ?, ?, ?)",
-            plan.payments,
-        )
-        await db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (META_KEY, ",".join(account.number for account in plan.chosen)),
-        )
+        await debts.add_charges(db, plan.charges)
+        await debts.add_payments(db, plan.payments)
+        await meta.put(db, META_KEY, ",".join(account.number for account in plan.chosen))
     return plan.chosen
 
 

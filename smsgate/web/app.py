@@ -17,6 +17,7 @@ from smsgate.services import TIMEZONE, Services
 from smsgate.web import keys, middlewares, ussd
 from smsgate.web.sessions import SessionCodec
 from smsgate.web.views import ROUTES
+from store import meta
 from store.db import Store
 
 log = logs.get("web")
@@ -73,14 +74,7 @@ FILTERS: dict[str, Callable[..., str]] = {
 async def _stored_secret(store: Store) -> str:
     """The cookie key kept in the store: made once, the same for every later start."""
     async with store.tx() as db:
-        await db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-            (SESSION_KEY_ROW, secrets.token_urlsafe(32)),
-        )
-        async with db.execute("SELECT value FROM meta WHERE key = ?", (SESSION_KEY_ROW,)) as cursor:
-            row = await cursor.fetchone()
-    assert row is not None
-    return str(row[0])
+        return await meta.put_once(db, SESSION_KEY_ROW, secrets.token_urlsafe(32))
 
 
 async def _session_key(app: web.Application) -> AsyncIterator[None]:
