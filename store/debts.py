@@ -35,22 +35,6 @@ class Payment:
     channel: str
 
 
-async def by_provider(
-    db: aiosqlite.Connection, account: str, period: str, today: str
-) -> list[ProviderDebt]:
-    """Debt per provider as of today: charges up to period (YYYY-MM), payments up to today."""
-    sql = """
-        SELECT p.id, p.name, SUM(x.amount) AS debt FROM (
-            SELECT provider_id, amount FROM charges WHERE account = ? AND period <= ?
-            UNION ALL
-            SELECT provider_id, -amount FROM payments WHERE account = ? AND paid_at <= ?
-        ) AS x JOIN providers AS p ON p.id = x.provider_id
-        GROUP BY p.id, p.name HAVING SUM(x.amount) != 0 ORDER BY p.name
-    """
-    rows = await db.execute_fetchall(sql, (account, period, account, today))
-    return [ProviderDebt(row[0], row[1], int(row[2])) for row in rows]
-
-
 @dataclass(slots=True)
 class AccountBalance:
     account: str
@@ -61,7 +45,10 @@ class AccountBalance:
 async def of_resident(
     db: aiosqlite.Connection, resident_id: int, period: str, today: str
 ) -> list[AccountBalance]:
-    """`by_provider` for every account linked to a resident, in link order."""
+    """Debt per provider as of today for every account linked to a resident, in link order.
+
+    Charges count up to period (YYYY-MM), payments up to today (YYYY-MM-DD).
+    """
     return await in_thread(db, _of_resident, resident_id, period, today)
 
 

@@ -1,4 +1,4 @@
-"""The website through aiohttp's test client: every flow, and the bad input issue 3 lists.
+"""The website through aiohttp's test client: every flow, and the bad input a public site gets.
 
 An SMS the site sends is a row in the outbox; reading it there is reading the resident's phone.
 """
