@@ -32,7 +32,7 @@ from handlers.ussd_menu import (
 from smsgate import logs, smpp, texts
 from smsgate.config import Config, UssdConfig
 from smsgate.services import Services
-from store import messages
+from store import inbox, outbox
 from store.db import now
 
 log = logs.get("ussd")
@@ -220,7 +220,8 @@ class SmppUssd:
             return f"smpp:{phone}:r{reference}"
         return f"smpp:{phone}"
 
-    async def answer(self, item: messages.Inbound) -> list[messages.NewOutgoing]:
+    async def respond(self, item: inbox.Inbound) -> list[outbox.NewOutgoing]:
+        """The screen an input of a dialogue gets, and any SMS the menu sends, as outbox rows."""
         try:
             details = json.loads(item.extra)
             op = int(details["ussd_op"])
@@ -248,10 +249,10 @@ class SmppUssd:
                 log.info("ussd_op_ignored", extra={"msisdn": item.phone, "op": op})
             return []
         tlvs = self._reply_tlvs(screen.end, session_info, reference)
-        rows = [messages.NewOutgoing(f"in:{item.id}:0", item.phone, screen.text, 1, "ussd",
+        rows = [outbox.NewOutgoing(f"in:{item.id}:0", item.phone, screen.text, 1, "ussd",
                                      json.dumps({"tlvs": tlvs.hex()}))]
         for number, reply in enumerate(screen.sms, start=1):
-            rows.append(messages.NewOutgoing(
+            rows.append(outbox.NewOutgoing(
                 f"in:{item.id}:{number}", item.phone, reply.text, smpp.count_parts(reply.text),
                 "secret" if reply.secret else "reply",
             ))

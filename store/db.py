@@ -7,11 +7,11 @@ import contextlib
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -87,6 +87,40 @@ async def in_thread(
     return await db._execute(work, db._conn, *args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
 
 
+def next_id(db: sqlite3.Connection, table: str) -> int:
+    """The id SQLite would give the next row (inside a write transaction nobody else takes it).
+
+    Ids are given here so that one prepared statement inserts a whole batch: a multi-row INSERT
+    ... RETURNING is new SQL for every batch size, compiled each time, and returns rows in no
+    promised order.
+    """
+    return int(db.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
+
+
+# Values in an IN list per statement: far below SQLite's limit of 32,766 parameters.
+_MAX_ROWS = 500
+# IN lists are padded to one of these lengths (repeating a value), so that a handful of
+# statements serve every batch size and stay in sqlite3's cache of prepared statements.
+_IN_SIZES = (8, 64, _MAX_ROWS)
+
+
+def in_lists(values: Sequence[_T]) -> Iterator[tuple[str, tuple[_T, ...]]]:
+    """("?,?,...", values) for `IN (...)`, in chunks padded to one of _IN_SIZES."""
+    for start in range(0, len(values), _MAX_ROWS):
+        chunk = values[start : start + _MAX_ROWS]
+        size = next(size for size in _IN_SIZES if size >= len(chunk))
+        padded = (*chunk, *[chunk[-1]] * (size - len(chunk)))
+        yield ",".join("?" * size), padded
+
+
+async def rows_with_ids(db: aiosqlite.Connection, sql: str, ids: Sequence[int]) -> list[Any]:
+    """Rows of sql (its IN list written `{marks}`) for every id, a statement per chunk of ids."""
+    found: list[Any] = []
+    for marks, chunk in in_lists(ids):
+        found += await db.execute_fetchall(sql.format(marks=marks), chunk)
+    return found
+
+
 # How long a write waits for another process to finish writing (busy_timeout of aiosqlite's
 # connection, which the website and registration write through, and Store._begin). An import
 # writes its whole file in one transaction (1,000,000 charge rows: 7-9 s on the project's
@@ -128,27 +162,22 @@ def _commit(connection: sqlite3.Connection) -> float:
     return time.perf_counter() - started
 
 
-def _transaction(connection: sqlite3.Connection, group: _Group) -> list[tuple[bool, object]]:
-    """A whole group in aiosqlite's thread (a store without a file of its own)."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        outcomes = _run_group(connection, group)
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-    return outcomes
+def _check_file(path: str) -> None:
+    # The write and read connections open the path again: ":memory:" would be a new database.
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise ValueError(f"a store needs a file of its own, not {path!r}")
 
 
 class Store:
-    """The connection plus a lock: every write happens inside `tx()`, one transaction at a time.
+    """A store file: aiosqlite's connection, and connections of its own that write and read on the loop.
 
-    One aiosqlite connection is shared by many coroutines; without the lock, statements of one
-    coroutine would land inside another's open transaction.
+    Writes go through `write` (group commit on the store's write connection) or `tx()` (a
+    transaction on aiosqlite's connection); the lock keeps them one at a time, so that statements
+    of one coroutine never land inside another's open transaction.
     """
 
     def __init__(self, db: aiosqlite.Connection, path: str, synchronous: str = "FULL") -> None:
+        _check_file(path)
         self.db = db
         self.path = path
         self.synchronous = synchronous
@@ -158,7 +187,6 @@ class Store:
         self._reader: sqlite3.Connection | None = None
         self._reader_tried = False
         self._writer: sqlite3.Connection | None = None
-        self._writer_tried = False
         self._committer: ThreadPoolExecutor | None = None
         self._commit_seconds = 0.0  # moving average of COMMIT's duration (LOOP_COMMIT_SECONDS)
         self._writing: asyncio.Future[None] | None = None
@@ -166,6 +194,7 @@ class Store:
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "FULL") -> Store:
+        _check_file(str(path))
         return cls(await connect(path, synchronous), str(path), synchronous)
 
     @contextlib.asynccontextmanager
@@ -205,8 +234,7 @@ class Store:
         microseconds of indexed writes, cheaper than a trip to aiosqlite's thread for every group,
         and a second thread busy with Python would fight the event loop for the GIL. COMMIT (the
         fsync) runs here too while it is quick, in a thread once it is not (LOOP_COMMIT_SECONDS).
-        Nothing slow belongs in work. A store without a file of its own (":memory:") writes in
-        aiosqlite's thread instead.
+        Nothing slow belongs in work.
 
         A caller cancelled meanwhile cannot know whether its work was committed.
         """
@@ -239,11 +267,7 @@ class Store:
 
     async def _commit_group(self, group: _Group) -> None:
         try:
-            writer = self._write_connection()
-            if writer is None:
-                outcomes = await in_thread(self.db, _transaction, group)
-            else:
-                outcomes = await self._transaction_here(writer, group)
+            outcomes = await self._transaction_here(self._write_connection(), group)
         except BaseException as exc:
             for _work, future in group:
                 if future.done():
@@ -304,29 +328,27 @@ class Store:
                     raise
             await asyncio.sleep(0.005)
 
-    def _write_connection(self) -> sqlite3.Connection | None:
-        if self._writer is None and not self._writer_tried:
-            self._writer_tried = True
-            if self._has_file():
-                writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                writer.row_factory = sqlite3.Row
-                writer.execute(f"PRAGMA synchronous = {self.synchronous}")
-                writer.execute("PRAGMA foreign_keys = ON")
-                writer.execute("PRAGMA busy_timeout = 0")  # _begin waits, the loop does not
-                # The gateway answers БАЛАНС inside the transaction that stores the text, reading
-                # reference data through this connection: its cache, unlike the reader's, is not
-                # emptied by every commit (they are its own), so it keeps a big store's hot pages.
-                writer.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
-                # SQLite's automatic checkpoint runs inside the COMMIT that crosses 1000 pages of
-                # WAL, holding up every write meanwhile (tens of milliseconds of copying and
-                # fsync). _checkpoints does that copying in a thread of its own without the
-                # write lock, so the automatic one finds little left; it stays, because only a
-                # checkpoint that no write can overtake lets the WAL start over from its beginning.
-                self._checkpointing = asyncio.ensure_future(self._checkpoints())
-                self._writer = writer
-                # COMMIT runs here, one at a time, while commits are slow; the store's lock keeps
-                # the loop off the connection meanwhile.
-                self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+    def _write_connection(self) -> sqlite3.Connection:
+        if self._writer is None:
+            writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            writer.row_factory = sqlite3.Row
+            writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+            writer.execute("PRAGMA foreign_keys = ON")
+            writer.execute("PRAGMA busy_timeout = 0")  # _begin waits, the loop does not
+            # The gateway answers БАЛАНС inside the transaction that stores the text, reading
+            # reference data through this connection: its cache, unlike the reader's, is not
+            # emptied by every commit (they are its own), so it keeps a big store's hot pages.
+            writer.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
+            # SQLite's automatic checkpoint runs inside the COMMIT that crosses 1000 pages of
+            # WAL, holding up every write meanwhile (tens of milliseconds of copying and
+            # fsync). _checkpoints does that copying in a thread of its own without the
+            # write lock, so the automatic one finds little left; it stays, because only a
+            # checkpoint that no write can overtake lets the WAL start over from its beginning.
+            self._checkpointing = asyncio.ensure_future(self._checkpoints())
+            self._writer = writer
+            # COMMIT runs here, one at a time, while commits are slow; the store's lock keeps
+            # the loop off the connection meanwhile.
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
         return self._writer
 
     async def _checkpoints(self) -> None:
@@ -350,14 +372,6 @@ class Store:
             executor.shutdown()
             connection.close()
 
-    @property
-    def writes_on_loop(self) -> bool:
-        """Whether `write` runs its work on the event loop (a store with a file of its own)."""
-        return self._has_file()
-
-    def _has_file(self) -> bool:
-        return bool(self.path) and self.path != ":memory:" and not self.path.startswith("file:")
-
     async def read(
         self,
         work: Callable[Concatenate[sqlite3.Connection, _P], _T],
@@ -368,8 +382,8 @@ class Store:
 
         For small indexed reads on hot paths (БАЛАНС): a query of tens of microseconds costs less
         run on the event loop than the trip to aiosqlite's thread and back, and in WAL mode a
-        reader neither waits for the writer nor holds it up. Nothing slow belongs here. A store
-        without a file of its own (":memory:") reads through aiosqlite instead.
+        reader neither waits for the writer nor holds it up. Nothing slow belongs here. When the
+        read-only connection cannot be opened, the work runs in aiosqlite's thread instead.
         """
         reader = self._read_connection()
         if reader is None:
@@ -379,16 +393,15 @@ class Store:
     def _read_connection(self) -> sqlite3.Connection | None:
         if self._reader is None and not self._reader_tried:
             self._reader_tried = True
-            if self._has_file():
-                uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-                with contextlib.suppress(sqlite3.Error):
-                    reader = sqlite3.connect(uri, uri=True, isolation_level=None)
-                    reader.row_factory = sqlite3.Row
-                    reader.execute("PRAGMA busy_timeout = 1000")
-                    # Reference data (residents, accounts, charges) read for every БАЛАНС: a page
-                    # cache of its own keeps a big store's hot pages here, not behind a read().
-                    reader.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
-                    self._reader = reader
+            uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+            with contextlib.suppress(sqlite3.Error):
+                reader = sqlite3.connect(uri, uri=True, isolation_level=None)
+                reader.row_factory = sqlite3.Row
+                reader.execute("PRAGMA busy_timeout = 1000")
+                # Reference data (residents, accounts, charges) read for every БАЛАНС: a page
+                # cache of its own keeps a big store's hot pages here, not behind a read().
+                reader.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
+                self._reader = reader
         return self._reader
 
     async def close(self) -> None:

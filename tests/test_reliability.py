@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from handlers.balance import format_debts
-from smsgate import gateway as gateway_module
 from smsgate import smpp, texts
-from store import messages
+from smsgate.gateway import results
+from store import outbox
 from tests.harness import Harness
 
 PHONES = [f"+7903{n:07d}" for n in range(1, 21)]
@@ -164,7 +164,7 @@ async def test_a_long_reply_goes_whole_in_message_payload_where_configured(tmp_p
             " ON p.outbox_id = o.id WHERE o.text = ?", (balance,)
         ) as cursor:
             assert [tuple(row) for row in await cursor.fetchall()] == [
-                (whole.parts, messages.WHOLE, "delivered")
+                (whole.parts, outbox.WHOLE, "delivered")
             ]
     finally:
         await gate.close()
@@ -197,11 +197,11 @@ async def test_a_reply_accepted_whole_before_a_crash_is_not_sent_again(tmp_path:
         # As a crash leaves it: the SMSC's answer recorded, the message not yet marked submitted.
         text = "Долг на 02.12.2026: " + "долг " * 20
         [(outbox_id, _row)] = await gate.store.write(
-            messages.enqueue_rows_sync,
-            [messages.NewOutgoing("whole", PHONES[1], text, smpp.count_parts(text))], time.time(),
+            outbox.enqueue_rows_sync,
+            [outbox.NewOutgoing("whole", PHONES[1], text, smpp.count_parts(text))], time.time(),
         )
-        await gate.store.write(messages.record_submitted_sync, [
-            messages.PartResult(outbox_id, messages.WHOLE, "A1", ("s:a1",), time.time())
+        await gate.store.write(outbox.record_submitted_sync, [
+            outbox.PartResult(outbox_id, outbox.WHOLE, "A1", ("s:a1",), time.time())
         ], [])
         await gate.start_gateway()
         await eventually(lambda: _states_are(gate, {"submitted": 1}))
@@ -262,15 +262,15 @@ async def test_unknown_data_coding_is_read_not_lost(tmp_path: Path) -> None:
 async def test_a_reply_the_smsc_accepted_no_longer_holds_texts_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Backpressure counts replies queued and not yet answered by the SMSC (`_answering`): past
+    # Backpressure counts replies queued and not yet settled by the SMSC (`unsent_replies`): past
     # the window, texts wait. A reply the SMSC has accepted is out of the sender's way at once,
     # not only once its SMSC id is committed (results wait to ride along with other commits).
-    monkeypatch.setattr(gateway_module, "RESULTS_DELAY", 5.0)
+    monkeypatch.setattr(results, "RESULTS_DELAY", 5.0)
     gate = await Harness(tmp_path, simulator_options={"receipts": False}).start()
     try:
         assert await gate.sms(PHONES[0], "Помощь") == [texts.HELP]
         assert gate.gateway is not None
-        await eventually(lambda: _true(not gate.gateway._answering), 2.0)  # type: ignore[union-attr]
+        await eventually(lambda: _true(not gate.gateway.parts.flow.unsent_replies), 2.0)  # type: ignore[union-attr]
         assert await outbox_states(gate) == {"queued": 1}  # its result is not written yet
     finally:
         await gate.close()

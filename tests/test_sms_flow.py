@@ -242,7 +242,7 @@ async def test_a_quick_answer_waits_for_the_earlier_text_of_its_phone(gate: Harn
     replies = [message.text for message in sent[start:]]
     assert replies[0].startswith("Ваш новый пароль: ")
     assert replies[1].startswith("Долг на ") and replies[2] == texts.HELP
-    assert gate.gateway is not None and gate.gateway._unanswered == {}
+    assert gate.gateway is not None and gate.gateway.parts.flow.held == {}
 
 
 async def test_the_same_text_again_right_after_its_reply_is_answered_again(tmp_path: Path) -> None:
