@@ -1,4 +1,5 @@
-"""Each aiosmpplib defect we work around, shown on real PDU bytes: the library's result, then ours."""
+"""PDUs, text and receipts; each aiosmpplib defect we work around (smsgate/smpp/workarounds.py) on
+real PDU bytes: the library's result, then ours."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from aiosmpplib.codec import GSM7BitCodec
 from aiosmpplib.state import PhoneNumber
 
 from smsgate import smpp
-from smsgate.smpp import pdu as pdu_internals
+from smsgate.smpp.receipts import _RECEIPT_FIELD, _receipt_date
+from smsgate.smpp.text import _GSM_AS_ASCII
 from store import keys
 
 
@@ -198,13 +200,12 @@ _IDS = ["0A1F", "2591", "000123", "123", "abc", "ABC", "0x1A", "0X1A", "26", "1a
 
 def test_one_key_a_part_matches_the_receipts_the_three_readings_matched() -> None:
     """A part is stored under one key and a receipt looks it up under every reading of its own
-    id: for every pair of ids this matches exactly when the three readings a part was stored
-    under before did."""
+    id: for every pair of ids this matches exactly when the two ids share a reading."""
     for submitted in _IDS:
         for receipted in _IDS:
-            before = bool(keys.normalise_message_id(submitted) & keys.normalise_message_id(receipted))
+            share = bool(keys.normalise_message_id(submitted) & keys.normalise_message_id(receipted))
             key = keys.message_id_key(submitted)
-            assert (key is not None and key in keys.receipt_keys(receipted)) == before, (
+            assert (key is not None and key in keys.receipt_keys(receipted)) == share, (
                 submitted, receipted)
     assert keys.message_id_key("0A1F") in keys.receipt_keys("2591")  # hex, then decimal
     assert keys.message_id_key("2591") in keys.receipt_keys("a1f")  # decimal, then hex
@@ -212,7 +213,7 @@ def test_one_key_a_part_matches_the_receipts_the_three_readings_matched() -> Non
     assert keys.message_id_key("   ") is None and not keys.receipt_keys("")
 
 
-def test_a_part_stored_under_the_old_readings_is_found_by_a_receipt() -> None:
+def test_a_part_stored_under_any_reading_is_found_by_a_receipt() -> None:
     for submitted, receipted in (("0A1F", "2591"), ("2591", "A1F"), ("ABC", "abc"), ("000123", "123")):
         assert keys.normalise_message_id(submitted) & keys.receipt_keys(receipted)
 
@@ -254,7 +255,7 @@ def library_submit_sm(
     data_coding: int, user_data: bytes, *, udh: bool = False, registered_delivery: int = 1,
     tlvs: bytes = b"", command: type[SubmitSm] = SubmitSm, esm_class: int = 0,
 ) -> bytes:
-    """How smpp.build_submit_sm built PDUs through aiosmpplib before it wrote them itself."""
+    """The PDU aiosmpplib builds from the same fields: what smpp.build_submit_sm must write."""
     message = command(
         sequence_num=sequence, short_message="-",
         source=PhoneNumber(source[0], TON(source[1]), NPI(source[2])),
@@ -334,7 +335,7 @@ def test_deliver_sm_and_its_response_written_by_hand_are_the_librarys() -> None:
 def test_gsm_text_read_as_ascii_where_the_alphabets_agree() -> None:
     codec = GSM7BitCodec()
     for octet in range(0x80):
-        if pdu_internals._GSM_AS_ASCII.fullmatch(bytes([octet])):
+        if _GSM_AS_ASCII.fullmatch(bytes([octet])):
             assert codec.decode(bytes([octet]), "replace")[0] == chr(octet)
     assert smpp.decode_text(0, b"@$_")[0] == codec.decode(b"@$_", "replace")[0]  # not ASCII there
 
@@ -342,9 +343,9 @@ def test_gsm_text_read_as_ascii_where_the_alphabets_agree() -> None:
 def test_receipt_dates_read_as_strptime_read_them() -> None:
     for digits in ("2611220807", "261122080745", "9912312359", "6801010000", "6901010000"):
         pattern = "%y%m%d%H%M%S" if len(digits) == 12 else "%y%m%d%H%M"
-        assert pdu_internals._receipt_date(digits) == datetime.strptime(digits, pattern)
-    assert pdu_internals._receipt_date("2613010101") is None
-    assert pdu_internals._receipt_date("26112208") is None
+        assert _receipt_date(digits) == datetime.strptime(digits, pattern)
+    assert _receipt_date("2613010101") is None
+    assert _receipt_date("26112208") is None
 
 
 @pytest.mark.parametrize("text", [
@@ -360,7 +361,7 @@ def test_receipt_dates_read_as_strptime_read_them() -> None:
 ])
 def test_standard_receipts_read_in_one_match_as_field_by_field(text: str) -> None:
     by_field: dict[str, str] = {}
-    for match in pdu_internals._RECEIPT_FIELD.finditer(text):
+    for match in _RECEIPT_FIELD.finditer(text):
         by_field.setdefault(match.group(1).lower(), match.group(2).strip())
     assert smpp.receipt_fields(text) == by_field
     assert by_field["id"] == "42" or len(by_field["id"]) > 2
@@ -372,3 +373,32 @@ def test_standard_receipts_read_in_one_match_as_field_by_field(text: str) -> Non
 ])
 def test_count_parts_is_what_split_text_makes(text: str) -> None:
     assert smpp.count_parts(text) == len(smpp.split_text(text, reference=0))
+
+
+def test_frames_cuts_whole_pdus_and_keeps_a_partial_one_for_the_next_read() -> None:
+    first, second = smpp.enquire_link_resp(1), smpp.deliver_sm_resp(2)
+    buffer = bytearray(first + second[:5])
+    assert list(smpp.frames(buffer)) == [first]
+    assert bytes(buffer) == second[:5]
+    buffer += second[5:12]  # not even a whole header yet
+    assert list(smpp.frames(buffer)) == []
+    buffer += second[12:]
+    assert list(smpp.frames(buffer)) == [second]
+    assert buffer == bytearray()
+    # A reader that stops after one PDU finds the others still in the buffer.
+    buffer = bytearray(first + second)
+    assert next(smpp.frames(buffer)) == first
+    assert bytes(buffer) == second
+
+
+@pytest.mark.parametrize("length", [0, 15, 2**20])
+def test_frames_refuses_a_command_length_no_pdu_can_have(length: int) -> None:
+    # Nothing tells where the next PDU begins after such a length: the caller must reset the link.
+    good = smpp.enquire_link(3)
+    buffer = bytearray(good + struct.pack("!IIII", length, smpp.DELIVER_SM, 0, 4) + bytes(40))
+    pdus = smpp.frames(buffer)
+    assert next(pdus) == good  # what came before it is still read
+    with pytest.raises(smpp.PduError, match=f"bad command_length {length}$"):
+        next(pdus)
+    assert 2**20 > smpp.MAX_PDU_LENGTH
+

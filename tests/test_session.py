@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import struct
 import time
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,8 @@ import pytest
 
 from smsgate import smpp
 from smsgate.config import SmscConfig
-from smsgate.smpp import LINGER_PAUSE, SINK_BATCHES, Inbound, LinkDown, SmppSession
+from smsgate.linger import LINGER_PAUSE, ReceiptLinger
+from smsgate.smpp import SINK_BATCHES, Inbound, LinkDown, SmppSession
 
 SOURCE = ("79130000001", 1, 1)
 SERVICE = ("7377", 3, 0)
@@ -40,6 +42,8 @@ class RawSmsc:
         self.most_unanswered = 0
         self.got_submit = asyncio.Event()
         self.binds = 0
+        self.got_bind = asyncio.Event()
+        self.commands: list[int] = []  # command_id of every PDU read, in order
         self._writer: asyncio.StreamWriter | None = None
         self._bound = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -77,6 +81,12 @@ class RawSmsc:
                 self.got_submit.clear()
                 await self.got_submit.wait()
 
+    async def wait_binds(self, count: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while self.binds < count:
+                self.got_bind.clear()
+                await self.got_bind.wait()
+
     async def wait_answered(self, sequences: set[int], timeout: float = 5.0) -> None:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
             while not sequences <= self.answered.keys():
@@ -90,11 +100,14 @@ class RawSmsc:
                 header = smpp.parse_header(head)
                 body = await reader.readexactly(header.length - smpp.HEADER_LENGTH)
             except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
                 return
+            self.commands.append(header.command_id)
             if header.command_id == smpp.BIND_TRANSCEIVER:
                 writer.write(smpp.response(header.command_id, header.sequence, body=b"smsc\x00"))
                 self._writer = writer
                 self.binds += 1
+                self.got_bind.set()
                 self.unanswered.clear()  # a new link: what the old one had is gone
                 self._bound.set()
             elif header.command_id == smpp.SUBMIT_SM:
@@ -126,7 +139,7 @@ async def _lab(linger: float) -> AsyncIterator[Lab]:
                         "receipt" if item.is_receipt else "text" for item in batch])
 
     config = SmscConfig(port=port, embedded_simulator=False, receipt_linger=linger)
-    session = SmppSession(config, sink)
+    session = SmppSession(config, sink, batching=ReceiptLinger(config.receipt_linger))
     async with _serving(smsc, session):
         yield Lab(smsc, session, batches)
 
@@ -269,7 +282,8 @@ async def _held_lab(linger: float) -> AsyncIterator[HeldLab]:
         await asyncio.gather(*(release.setdefault(text, asyncio.Event()).wait() for text in held))
 
     config = SmscConfig(port=port, embedded_simulator=False, receipt_linger=linger)
-    lab = HeldLab(smsc, SmppSession(config, sink), batches, release)
+    session = SmppSession(config, sink, batching=ReceiptLinger(config.receipt_linger))
+    lab = HeldLab(smsc, session, batches, release)
     async with _serving(smsc, lab.session):
         try:
             yield lab
@@ -477,6 +491,20 @@ async def test_stopping_unbinds_without_a_bind_lost_warning(caplog: pytest.LogCa
         ("WARNING", "bind_lost"), ("INFO", "unbound"),
     ]
     assert session.stats.binds == 2 and not session.bound.is_set()
+
+
+async def test_a_bad_command_length_resets_the_link_without_an_answer(
+    window: WindowLab, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing tells where the next PDU would begin: the session neither answers nor guesses, it
+    # drops the link and binds again.
+    caplog.set_level(logging.INFO, logger="smsgate")
+    window.smsc.send(struct.pack("!IIII", 0, smpp.DELIVER_SM, 0, 6) + bytes(40))
+    await window.smsc.wait_binds(2)
+    await asyncio.wait_for(window.session.bound.wait(), 5.0)
+    assert window.smsc.commands == [smpp.BIND_TRANSCEIVER] * 2  # no generic_nack, no deliver_sm_resp
+    errors = [getattr(r, "error", "") for r in caplog.records if r.getMessage() == "bind_failed"]
+    assert errors == ["PduError: bad command_length 0"]
 
 
 async def _ignore(batch: list[Inbound]) -> None:

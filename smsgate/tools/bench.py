@@ -1004,13 +1004,13 @@ async def memory(report: Report, folder: Path, sizes: Sizes) -> None:
 # overlap: logging is done inside the others, and SQLite statements inside the group commits.
 PROFILE_PARTS = (
     ("reading and decoding PDUs", "smsgate/smpp/session.py", "_read_loop"),
-    ("storing texts and receipts, acknowledging", "smsgate/smpp/session.py", "_store_and_answer"),
+    ("storing texts and receipts, acknowledging", "smsgate/smpp/inbound.py", "_store_and_answer"),
     ("answered inside the inbound commit (БАЛАНС reads)", "smsgate/gateway.py", "_answer_now"),
     ("routed by the processor (other commands)", "smsgate/gateway.py", "_route_one"),
     ("submitting replies", "smsgate/gateway.py", "_send_one"),
     ("group commits (SQL on the loop)", "store/db.py", "_write_groups"),
     ("logging (metrics count every event)", "smsgate/logs.py", "info"),
-    ("receipt parsing", "smsgate/smpp/pdu.py", "parse_receipt"),
+    ("receipt parsing", "smsgate/smpp/receipts.py", "parse_receipt"),
     ("waiting for work (idle)", "~", "<method 'poll' of 'select.epoll' objects>"),
 )
 

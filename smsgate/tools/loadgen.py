@@ -117,18 +117,13 @@ def _deliver_sm(
 
 
 def take_pdus(buffer: bytearray, data: bytes) -> list[bytes]:
-    """Append what arrived to buffer; take out and return the whole PDUs in it, in order."""
+    """Append what arrived to buffer; take out and return the whole PDUs in it, in order.
+
+    A bad command_length raises smpp.PduError: the protocol's data_received fails, and asyncio
+    closes the connection.
+    """
     buffer += data
-    pdus: list[bytes] = []
-    offset = 0
-    while len(buffer) - offset >= smpp.HEADER_LENGTH:
-        length = int.from_bytes(buffer[offset : offset + 4], "big")
-        if len(buffer) - offset < length:
-            break
-        pdus.append(bytes(buffer[offset : offset + length]))
-        offset += length
-    del buffer[:offset]
-    return pdus
+    return list(smpp.frames(buffer))
 
 
 class _Reply:

@@ -574,20 +574,18 @@ class Simulator:
                 if not data:
                     break
                 buffer += data
-                offset = 0
                 # Every complete PDU in the chunk is handled without an await in between.
-                while len(buffer) - offset >= smpp.HEADER_LENGTH and not session.closed:
-                    length = int.from_bytes(buffer[offset : offset + 4], "big")
-                    if not smpp.HEADER_LENGTH <= length <= smpp.MAX_PDU_LENGTH:
-                        # No way to find the next PDU boundary: the stream is lost.
-                        _event(logging.WARNING, "pdu_bad_length", peer=peer, length=length)
-                        self._close(session)
-                        break
-                    if len(buffer) - offset < length:
-                        break
-                    self._handle_safely(session, bytes(buffer[offset : offset + length]))
-                    offset += length
-                del buffer[:offset]
+                try:
+                    for raw in smpp.frames(buffer):
+                        self._handle_safely(session, raw)
+                        if session.closed:
+                            break
+                except smpp.PduError:
+                    # No way to find the next PDU boundary: the stream is lost. frames() has
+                    # taken every PDU before it, so the bad length is at the front.
+                    _event(logging.WARNING, "pdu_bad_length", peer=peer,
+                           length=int.from_bytes(buffer[:4], "big"))
+                    self._close(session)
                 if not session.closed and session.transport.get_write_buffer_size() > _HIGH_WATER:
                     await writer.drain()
             if session.lingering:
