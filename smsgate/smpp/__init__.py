@@ -62,7 +62,7 @@ from smsgate.smpp.constants import (
     USSD_GSM_LIMIT,
     USSD_UCS2_LIMIT,
 )
-from smsgate.smpp.inbound import SINK_BATCHES, AtOnce, Batching, Inbound, InboundSink, Received
+from smsgate.smpp.inbound import SINK_BATCHES, Batching, Inbound, InboundSink, Received
 from smsgate.smpp.outgoing import WHOLE, OutgoingMessage, OutgoingPart, outgoing_message
 from smsgate.smpp.receipts import (
     Receipt,
@@ -132,7 +132,6 @@ __all__ = [
     "USSD_GSM_LIMIT",
     "USSD_UCS2_LIMIT",
     "WHOLE",
-    "AtOnce",
     "Batching",
     "Concat",
     "Header",

@@ -234,7 +234,7 @@ def build_submit_sm(
     (SMPP 3.4 section 5.3.2.32: one or the other); user_data must then be empty.
 
     Written field by field (SMPP 3.4 section 4.4.1) rather than through aiosmpplib's SubmitSm,
-    whose construction checks every field at a cost the send path felt; tests/test_pdu.py shows
+    whose construction checks every field at a cost the send path feels; tests/test_pdu.py shows
     the bytes are the library's, with its checks kept here (address and service type lengths,
     TON and NPI values, 254 octets of user data).
     """

@@ -84,7 +84,6 @@ class InboundAcks:
         if waiting is not None and not waiting.done() and self.batching.enough(item, queue.qsize()):
             waiting.set_result(None)
 
-
     async def run(self, writer: asyncio.StreamWriter, queue: asyncio.Queue[Received]) -> None:
         """Hand everything that arrived to the sink in one batch; answer each PDU once it returns.
 

@@ -24,7 +24,7 @@ class Receipt:
     err: str
     fields: dict[str, str]
 
-    # Read when asked: the gateway never needs them, and parsing them cost a third of a receipt.
+    # Read when asked: the gateway never needs them, and parsing them costs a third of a receipt.
     @property
     def submit_date(self) -> datetime | None:
         return _receipt_date(self.fields.get("submit date", ""))
@@ -45,7 +45,7 @@ def _receipt_date(value: str) -> datetime | None:
     digits = re.sub(r"\D", "", value)
     if len(digits) not in (10, 12):
         return None
-    # By hand: strptime took a third of the time spent reading a receipt.
+    # By hand: strptime would take a third of the time spent reading a receipt.
     year, month, day, hour, minute, second = (int(digits[i : i + 2] or 0) for i in range(0, 12, 2))
     try:
         return datetime(year + (1900 if year >= 69 else 2000), month, day, hour, minute, second)

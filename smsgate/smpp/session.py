@@ -98,6 +98,12 @@ class _Link:
 
 
 class SmppSession:
+    """A transceiver bind to the SMSC, kept up until stop().
+
+    sink stores each batch of deliver_sm before they are answered; on_bound hears of each bind and
+    each loss; batching decides whether a batch waits for company first (by default none waits).
+    """
+
     def __init__(
         self,
         config: SmscConfig,
@@ -108,7 +114,6 @@ class SmppSession:
     ) -> None:
         # What the owner gave.
         self.config = config
-        self.sink = sink
         self.on_bound = on_bound or (lambda _up: None)
         # What the owner reads.
         self.bound = asyncio.Event()
