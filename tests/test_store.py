@@ -11,7 +11,7 @@ import pytest
 from smsgate import security
 from smsgate.config import Config
 from smsgate.services import Services
-from store import messages, residents
+from store import outbox, residents
 from store.db import Store, in_thread, now
 
 
@@ -21,7 +21,7 @@ def store(empty_store: Store) -> Store:
 
 
 def insert(db: sqlite3.Connection, key: str) -> int:
-    return messages.enqueue_sync(db, [messages.NewOutgoing(key, "+79031234567", "t", 1)], now())[0]
+    return outbox.enqueue_sync(db, [outbox.NewOutgoing(key, "+79031234567", "t", 1)], now())[0]
 
 
 def fail(db: sqlite3.Connection, key: str) -> int:
@@ -66,7 +66,7 @@ async def test_a_cancelled_writer_does_not_cut_the_group(store: Store) -> None:
 async def test_writes_and_transactions_take_turns(store: Store) -> None:
     async def in_tx() -> None:
         async with store.tx() as db:
-            await messages.enqueue(db, [messages.NewOutgoing("tx", "+79031234567", "t", 1)], now())
+            await outbox.enqueue(db, [outbox.NewOutgoing("tx", "+79031234567", "t", 1)], now())
             await asyncio.sleep(0.01)
 
     await asyncio.gather(in_tx(), store.write(insert, "w1"), store.write(insert, "w2"))
@@ -142,3 +142,10 @@ async def test_password_and_reminders_by_sms_write_in_the_group_commit(
     resident = await residents.by_phone(store.db, phone)
     assert resident is not None and resident.must_change_password and not resident.reminders
     assert await security.verify_password(issued.password, resident.password_hash)
+
+
+async def test_a_store_needs_a_file_of_its_own() -> None:
+    # Its write and read connections open the path again: ":memory:" would be three databases.
+    for path in (":memory:", "file:x.db?mode=memory"):
+        with pytest.raises(ValueError, match="file of its own"):
+            await Store.open(path)

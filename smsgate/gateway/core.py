@@ -16,6 +16,7 @@ from smsgate.gateway.inbound import InboundWriter
 from smsgate.gateway.processor import Processor
 from smsgate.gateway.receipts import Receipts
 from smsgate.gateway.sender import Sender
+from smsgate.linger import ReceiptLinger
 from smsgate.readers import BalanceReader
 from smsgate.router import Router
 from smsgate.services import Services
@@ -46,7 +47,9 @@ class Gateway:
         self.reader = BalanceReader(store.path) if config.store.reader_min_batch else None
         self.counters = Counters()
         self.started_at = time.time()
-        self.session = SmppSession(config.smsc, self._store_batch, on_bound=self._on_bound)
+        # Receipts alone wait a little for a text, to be stored in its transaction (linger.py).
+        self.session = SmppSession(config.smsc, self._store_batch, on_bound=self._on_bound,
+                                   batching=ReceiptLinger(config.smsc.receipt_linger))
         # The parts.
         flow = FlowControl(config.smsc.window)
         receipts = Receipts(store, self.session, self.counters, config.smsc.indoubt_grace)

@@ -1005,9 +1005,10 @@ async def memory(report: Report, folder: Path, sizes: Sizes) -> None:
 PROFILE_PARTS = (
     ("reading and decoding PDUs", "smsgate/smpp/session.py", "_read_loop"),
     ("storing texts and receipts, acknowledging", "smsgate/smpp/inbound.py", "_store_and_answer"),
-    ("answered inside the inbound commit (БАЛАНС reads)", "smsgate/gateway.py", "_answer_now"),
-    ("routed by the processor (other commands)", "smsgate/gateway.py", "_route_one"),
-    ("submitting replies", "smsgate/gateway.py", "_send_one"),
+    ("answered inside the inbound commit (БАЛАНС reads)", "smsgate/gateway/inbound.py",
+     "_route_in_transaction"),
+    ("routed by the processor (other commands)", "smsgate/gateway/processor.py", "_route_one"),
+    ("submitting replies", "smsgate/gateway/sender.py", "_send_one"),
     ("group commits (SQL on the loop)", "store/db.py", "_write_groups"),
     ("logging (metrics count every event)", "smsgate/logs.py", "info"),
     ("receipt parsing", "smsgate/smpp/receipts.py", "parse_receipt"),
