@@ -1,14 +1,14 @@
 """БАЛАНС answers read in a process of its own, so that big batches use the second core.
 
 At saturation the event loop is busy all the time and the БАЛАНС query with its formatting is
-the largest single share of a text (docs/architecture.md, Speed). A batch of texts from the SMSC
+the largest single share of a text (docs/performance.md). A batch of texts from the SMSC
 that is big enough (`[store] reader_min_batch`) has its БАЛАНС replies read here, by a child
 process on a read-only connection of its own, while the loop goes on; the transaction that
 stores the texts then queues those replies instead of reading them itself. Debts change only
 with imports and registrations, which are committed before a text can see them either way.
 
 Nothing depends on this process: when it is not running, answers late or dies, the batch is
-answered on the loop as before (logged once as `balance_reader_failed`) and the process is
+answered on the loop instead (logged once as `balance_reader_failed`) and the process is
 started again for a later batch.
 """
 

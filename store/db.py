@@ -178,19 +178,24 @@ class Store:
 
     def __init__(self, db: aiosqlite.Connection, path: str, synchronous: str = "FULL") -> None:
         _check_file(path)
+        # The file, and aiosqlite's connection (the website, registration, `tx()`).
         self.db = db
         self.path = path
         self.synchronous = synchronous
+        # One transaction at a time: `tx()` and the group commits of `write`.
         self._lock = asyncio.Lock()
-        self._maybe_open = False
+        self._maybe_open = False  # a `tx()` holder was cancelled half way (see tx)
+        # Group commit: works waiting for the next group, the task writing groups, and the
+        # store's own write connection with its COMMIT thread and checkpoints.
         self._writes: _Group = []
-        self._reader: sqlite3.Connection | None = None
-        self._reader_tried = False
+        self._writing: asyncio.Future[None] | None = None
         self._writer: sqlite3.Connection | None = None
         self._committer: ThreadPoolExecutor | None = None
         self._commit_seconds = 0.0  # moving average of COMMIT's duration (LOOP_COMMIT_SECONDS)
-        self._writing: asyncio.Future[None] | None = None
         self._checkpointing: asyncio.Future[None] | None = None
+        # The read-only connection of `read`, opened at the first read.
+        self._reader: sqlite3.Connection | None = None
+        self._reader_tried = False
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "FULL") -> Store:

@@ -6,7 +6,7 @@ import pytest
 
 from smsgate import housekeeping
 from smsgate.config import from_dict
-from store import messages, ratelimits
+from store import inbox, outbox, ratelimits
 from store.db import Store, now
 
 DAY = 86400.0
@@ -21,16 +21,16 @@ async def test_sweep_blanks_old_bodies_and_keeps_recent_ones(db_store: Store) ->
     config = from_dict({"store": {"message_retention_days": 30}})
     at = now()
     async with db_store.tx() as db:
-        old, recent, pending = await messages.store_inbound(db, [
-            messages.NewInbound("+79031234567", "Пароль", 8, None, "sms", at - 40 * DAY),
-            messages.NewInbound("+79031234567", "Баланс", 8, None, "sms", at - 2 * DAY),
-            messages.NewInbound("+79031234568", "Помощь", 8, b"\x01", "sms", at - 40 * DAY),
+        old, recent, pending = await inbox.store_inbound(db, [
+            inbox.NewInbound("+79031234567", "Пароль", 8, None, "sms", at - 40 * DAY),
+            inbox.NewInbound("+79031234567", "Баланс", 8, None, "sms", at - 2 * DAY),
+            inbox.NewInbound("+79031234568", "Помощь", 8, b"\x01", "sms", at - 40 * DAY),
         ], at - 60 * DAY)
         assert old and recent and pending
-        await messages.finish_inbound(db, [(old, "done", "password"), (recent, "done", "balance")])
-        await messages.enqueue(db, [messages.NewOutgoing("in:1:0", "+79031234567", "secret 1", 1)],
+        await inbox.finish_inbound(db, [(old, "done", "password"), (recent, "done", "balance")])
+        await outbox.enqueue(db, [outbox.NewOutgoing("in:1:0", "+79031234567", "secret 1", 1)],
                                at - 40 * DAY)
-        await messages.enqueue(db, [messages.NewOutgoing("in:9:0", "+79031234567", "queued", 1)],
+        await outbox.enqueue(db, [outbox.NewOutgoing("in:9:0", "+79031234567", "queued", 1)],
                                at - 40 * DAY)
         await db.execute("UPDATE outbox SET state = 'delivered' WHERE request_key = 'in:1:0'")
         await ratelimits.record(db, "password:+79031234567", at - 3 * DAY)

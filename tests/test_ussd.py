@@ -27,7 +27,7 @@ from smsgate.tools.simulator import UssdReply
 from smsgate.ussd import SmppUssd, UssdEngine, inbox_extra
 from smsgate.web import create_app
 from smsgate.web import ussd as web_ussd
-from store import messages, residents
+from store import inbox, residents
 from store.db import Store, now
 from tests.harness import Harness
 
@@ -317,7 +317,7 @@ async def test_ussd_is_not_in_the_sms_history(gate: Harness) -> None:
     await register(gate)
     await dial(gate, session=41)
     await press(gate, "4", session=41)
-    history = await messages.history(gate.store.db, RESIDENT)
+    history = await inbox.history(gate.store.db, RESIDENT)
     assert history and not any(text in (DIAL, "4") or "Расчётный центр" in text for _, text, _, _ in history)
 
 
@@ -331,8 +331,8 @@ async def test_smpp_glue_echoes_the_message_reference_and_drops_stale_inputs(gat
         + smpp.tlv(smpp.TAG_USER_MESSAGE_REFERENCE, b"\x01\x02"),
     ))
     extra = inbox_extra(message)
-    item = messages.Inbound(90, RESIDENT, "*7377#", 0, None, "ussd", now(), extra)
-    [row] = await glue.answer(item)
+    item = inbox.Inbound(90, RESIDENT, "*7377#", 0, None, "ussd", now(), extra)
+    [row] = await glue.respond(item)
     assert row.kind == "ussd" and row.text == MAIN_SCREEN and row.request_key == "in:90:0"
     tlvs = bytes.fromhex(json.loads(row.extra)["tlvs"])
     assert tlvs == (smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x02")
@@ -340,10 +340,10 @@ async def test_smpp_glue_echoes_the_message_reference_and_drops_stale_inputs(gat
     assert SmppUssd.session_key(RESIDENT, b"", 258) == "smpp:+79031234567:r258"
     assert SmppUssd.session_key(RESIDENT, b"\x05\x02", 258) == "smpp:+79031234567:s5"
     assert SmppUssd.session_key(RESIDENT, b"", None) == "smpp:+79031234567"
-    stale = messages.Inbound(91, RESIDENT, "1", 0, None, "ussd", now() - 1000, extra)
-    assert await glue.answer(stale) == []
-    unreadable = messages.Inbound(92, RESIDENT, "1", 0, None, "ussd", now(), "{")
-    assert await glue.answer(unreadable) == []
+    stale = inbox.Inbound(91, RESIDENT, "1", 0, None, "ussd", now() - 1000, extra)
+    assert await glue.respond(stale) == []
+    unreadable = inbox.Inbound(92, RESIDENT, "1", 0, None, "ussd", now(), "{")
+    assert await glue.respond(unreadable) == []
 
 
 async def test_engine_fails_politely_and_forgets_idle_sessions(gate: Harness, config: Config) -> None:

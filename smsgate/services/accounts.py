@@ -8,7 +8,7 @@ import sqlite3
 from smsgate import logs, texts
 from smsgate.services.base import Part, day_strings, local_today
 from smsgate.services.results import AccountDebts, AccountDetail
-from store import debts, messages, residents
+from store import debts, inbox, residents
 from store.db import NotFound
 
 log = logs.get("services")
@@ -98,7 +98,7 @@ class Accounts(Part):
     async def sms_history(self, resident_id: int, limit: int = 20) -> list[tuple[str, str, float, str]]:
         """The resident's own texts, newest first, with passwords and codes masked."""
         resident = await residents.get(self.store.db, resident_id)
-        rows = await messages.history(self.store.db, resident.phone, limit)
+        rows = await inbox.history(self.store.db, resident.phone, limit)
         return [(direction, texts.mask_secrets(text), at, state) for direction, text, at, state in rows]
 
 

@@ -6,7 +6,7 @@ import secrets
 
 from smsgate import logs, phone, smpp
 from smsgate.services.base import DAY, HOUR, Part, local_today
-from store import messages, ratelimits
+from store import outbox, ratelimits
 from store.db import now
 
 log = logs.get("services")
@@ -22,8 +22,8 @@ class Sending(Part):
         limits bound it (`new_password`), and a password once changed must reach the phone.
         """
         async with self.store.tx() as db:
-            await messages.enqueue(
-                db, [messages.NewOutgoing(request_key, to, text, smpp.count_parts(text), kind)], now()
+            await outbox.enqueue(
+                db, [outbox.NewOutgoing(request_key, to, text, smpp.count_parts(text), kind)], now()
             )
         self._wake()
 
@@ -41,7 +41,7 @@ class Sending(Part):
             return False
         key = request_key or f"{kind}:{to}:{secrets.token_hex(8)}"
         async with self.store.tx() as db:
-            await messages.enqueue(db, [messages.NewOutgoing(key, to, text, parts, kind)], at)
+            await outbox.enqueue(db, [outbox.NewOutgoing(key, to, text, parts, kind)], at)
             await ratelimits.record(db, prefix_key, at)
             for _ in range(parts):
                 await ratelimits.record(db, day_key, at)

@@ -85,11 +85,12 @@ def outgoing_message(
 ) -> OutgoingMessage:
     """The submits of one message, leaving out the parts in `done` (accepted before a restart).
 
-    long_text is "udh" or "payload" (`[smsc] long_text`). A USSD screen is one message, never split, and asks for no receipt (a screen is not
-    delivered later or apart: there is nothing for a receipt to tell). A long SMS goes whole
-    (long_text "payload") when nothing of it was sent as parts before, else as UDH parts under
-    `reference` (the same on every attempt, so parts sent again still join); a message accepted
-    whole (WHOLE in done) has nothing left to send. ValueError for a text that cannot be sent.
+    long_text is "udh" or "payload" (`[smsc] long_text`). A USSD screen is one message, never
+    split, and asks for no receipt (a screen is not delivered later or apart: there is nothing
+    for a receipt to tell). A long SMS goes whole (long_text "payload") when nothing of it was
+    sent as parts before, else as UDH parts under `reference` (the same on every attempt, so
+    parts sent again still join); a message accepted whole (WHOLE in done) has nothing left to
+    send. ValueError for a text that cannot be sent.
     """
     whole = False
     if kind == "ussd":
@@ -99,7 +100,7 @@ def outgoing_message(
         count = count_parts(text)
         if count > MAX_PARTS:
             raise ValueError(f"text needs more than {MAX_PARTS} SMS parts")
-        # Nor the other way round: a message accepted whole is done.
+        # Whole only when nothing of it went as parts before a restart.
         whole = count > 1 and long_text == "payload" and not done
         coded = [] if whole else split_text(text, reference=reference)
     registered = 1 if receipts and kind != "ussd" else 0
