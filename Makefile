@@ -1,11 +1,12 @@
-# smsgate: `make run` to try it, `make test` for every test, lint and type check.
+# smsgate: `make run` to try it, `make test` for every test, lint and type check,
+# `make test-fast` for the tests that start no gateway, simulator, browser or process (seconds).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install test-deps run test lint typecheck bench clean
+.PHONY: install test-deps run test test-fast lint typecheck bench clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +41,11 @@ test: test-deps
 	$(BIN)/ruff check smsgate handlers store tests
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# Tests marked `full` (tests/conftest.py marks them by what they start) run only in `make test`.
+test-fast: test-deps
+	$(BIN)/ruff check smsgate handlers store tests
+	$(BIN)/pytest -q -p no:cacheprovider -m "not full"
 
 bench: install
 	$(BIN)/python -m smsgate.tools.bench --out BENCHMARKS.md

@@ -1,12 +1,26 @@
-"""Fixtures shared by the test modules: a config built in code on tmp_path, a store with demo data."""
+"""Fixtures shared by the test modules, and the split of the tests into a fast and a full tier.
+
+Fixtures: a config built in code on tmp_path, a store with demo data, and a whole gateway
+(`gate`, `make_gate`: simulator + gateway + store over real TCP).
+
+Tiers: `make test-fast` runs the tests not marked `full`; `make test` runs them all. A test is
+marked `full` here, by what it uses, so a new test lands in its tier by itself: it is full when
+it asks, directly or through its fixtures, for one of FULL_FIXTURES, or when its code, the code
+of its fixtures or a test-module function they call names one of FULL_NAMES (it starts a
+gateway, an SMSC simulator, a load SMSC, a browser or a process of its own). A test that is
+slow for another reason says so with `@pytest.mark.full`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import inspect
 import shutil
 import socket
 import threading
-from collections.abc import AsyncIterator, Coroutine
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +29,68 @@ import pytest
 from smsgate.config import Config, from_dict
 from smsgate.tools.demo import DemoAccount, load_demo
 from store.db import Store
+from tests.harness import Harness
+
+# Fixtures that serve over real sockets: a website on aiohttp's test server, a browser.
+FULL_FIXTURES = frozenset({"aiohttp_client", "browser", "page"})
+# Names whose use means a gateway, a simulator, a load SMSC, a browser or a child process.
+FULL_NAMES = frozenset({
+    "Harness", "Gateway", "Simulator", "LoadSmsc", "async_playwright",
+    "create_subprocess_exec", "create_subprocess_shell", "Popen",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and _is_full(item):
+            item.add_marker(pytest.mark.full)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "tiers: tests marked `full` start a gateway, a simulator, a browser or a process (conftest.py)"
+
+
+def _is_full(item: pytest.Function) -> bool:
+    if item.get_closest_marker("full") is not None:
+        return True
+    if FULL_FIXTURES.intersection(item.fixturenames):
+        return True
+    functions = [item.function]
+    for definitions in item._fixtureinfo.name2fixturedefs.values():
+        functions.extend(definition.func for definition in definitions)
+    return not FULL_NAMES.isdisjoint(_names_used(functions))
+
+
+def _names_used(functions: list[Callable[..., Any]]) -> set[str]:
+    """Every name the functions' code uses, following the test modules' functions and classes named."""
+    names: set[str] = set()
+    seen: set[types.CodeType] = set()
+    pending = [inspect.unwrap(function) for function in functions]
+    while pending:
+        function = pending.pop()
+        code = getattr(function, "__code__", None)
+        if code is None or code in seen:
+            continue
+        module_globals = getattr(function, "__globals__", {})
+        for found in _code_names(code, seen):
+            names.add(found)
+            called = module_globals.get(found)
+            if not getattr(called, "__module__", "").startswith("tests"):
+                continue
+            if inspect.isfunction(called):
+                pending.append(called)
+            elif inspect.isclass(called):  # a test module's helper class: its methods
+                pending.extend(vars(called).values())
+    return names
+
+
+def _code_names(code: types.CodeType, seen: set[types.CodeType]) -> Iterator[str]:
+    """The names of a code object and of the functions, lambdas and comprehensions inside it."""
+    seen.add(code)
+    yield from code.co_names
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType) and constant not in seen:
+            yield from _code_names(constant, seen)
 
 
 def free_port() -> int:
@@ -95,3 +171,37 @@ async def demo(store: Store) -> list[DemoAccount]:
     """The three demo accounts: with debts, with an overpayment, paid up."""
     # A second call returns the accounts the first one loaded.
     return await load_demo(store, seed=7)
+
+
+@pytest.fixture
+async def make_gate(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    """Start a whole gateway with config sections of the test's own: `await make_gate(smsc={...})`.
+
+    `simulator_options={...}` goes to the Simulator. Every gateway started is closed after the test.
+    """
+    started: list[Harness] = []
+
+    async def make(**sections: dict[str, Any]) -> Harness:
+        harness = await Harness(tmp_path, **copy.deepcopy(sections)).start()
+        started.append(harness)
+        return harness
+
+    try:
+        yield make
+    finally:
+        for harness in reversed(started):
+            await harness.close()
+
+
+@pytest.fixture
+def gate_sections() -> dict[str, dict[str, Any]]:
+    """Config sections of `gate`: a module overrides this fixture, a test parametrizes it."""
+    return {}
+
+
+@pytest.fixture
+async def gate(
+    make_gate: Callable[..., Awaitable[Harness]], gate_sections: dict[str, dict[str, Any]]
+) -> Harness:
+    """A started Harness (simulator + gateway + store with the demo data), closed after the test."""
+    return await make_gate(**gate_sections)

@@ -17,6 +17,7 @@ from smsgate.tools import bench
 from smsgate.tools.loadgen import LoadSmsc, Text
 
 
+@pytest.mark.full  # runs the bench: gateway processes against a load SMSC
 def test_smoke_run_writes_a_report_with_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "BENCHMARKS.md"
     assert bench.main(["--smoke", "--out", str(out)]) == 0

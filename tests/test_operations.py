@@ -8,7 +8,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -34,15 +34,6 @@ def log_file(tmp_path: Path) -> Iterator[Path]:
         handler.close()
         root.propagate = True
         root.setLevel(logging.NOTSET)
-
-
-@pytest.fixture
-async def gate(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = await Harness(tmp_path).start()
-    try:
-        yield harness
-    finally:
-        await harness.close()
 
 
 async def scripted_session(gate: Harness) -> list[str]:

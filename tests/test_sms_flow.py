@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -19,15 +18,6 @@ from tests.harness import Harness
 
 RESIDENT = "+79031234567"
 OTHER = "+79161112233"
-
-
-@pytest.fixture
-async def gate(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = await Harness(tmp_path).start()
-    try:
-        yield harness
-    finally:
-        await harness.close()
 
 
 async def register(gate: Harness, phone: str = RESIDENT) -> str:
@@ -245,18 +235,17 @@ async def test_a_quick_answer_waits_for_the_earlier_text_of_its_phone(gate: Harn
     assert gate.gateway is not None and gate.gateway.parts.flow.held == {}
 
 
-async def test_the_same_text_again_right_after_its_reply_is_answered_again(tmp_path: Path) -> None:
+async def test_the_same_text_again_right_after_its_reply_is_answered_again(
+    make_gate: Callable[..., Awaitable[Harness]],
+) -> None:
     # A text's acknowledgement is recorded in the next transaction; a text the same as it must
     # not be taken for the SMSC delivering it again. Receipts come late here, so that no commit
     # of theirs records the acknowledgement first.
-    gate = await Harness(tmp_path, simulator_options={"receipt_delay": 2.0}).start()
-    try:
-        await register(gate)
-        [first] = await gate.sms(RESIDENT, "Баланс")
-        for _ in range(5):
-            assert await gate.sms(RESIDENT, "Баланс", timeout=3) == [first]
-    finally:
-        await gate.close()
+    gate = await make_gate(simulator_options={"receipt_delay": 2.0})
+    await register(gate)
+    [first] = await gate.sms(RESIDENT, "Баланс")
+    for _ in range(5):
+        assert await gate.sms(RESIDENT, "Баланс", timeout=3) == [first]
 
 
 async def test_a_failing_quick_answer_leaves_the_text_to_the_processor(

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -44,18 +43,9 @@ MENU_OP, FINAL_OP = 2, 17  # USSR request, PSSR response
 
 
 @pytest.fixture
-def sections() -> dict[str, dict[str, Any]]:
-    """Config sections of the gateway under test; a test overrides them before `gate` starts."""
+def gate_sections() -> dict[str, dict[str, Any]]:
+    """Config sections of `gate` (tests/conftest.py) here; a test parametrizes it with its own."""
     return {"ussd": {"http_secret": SECRET}}
-
-
-@pytest.fixture
-async def gate(tmp_path: Path, sections: dict[str, dict[str, Any]]) -> AsyncIterator[Harness]:
-    harness = await Harness(tmp_path, **sections).start()
-    try:
-        yield harness
-    finally:
-        await harness.close()
 
 
 @pytest.fixture
@@ -236,7 +226,7 @@ async def test_the_same_answer_twice_is_two_answers(gate: Harness) -> None:
     assert smpp.TAG_ITS_SESSION_INFO not in last.tlvs and last.tlvs[smpp.TAG_USSD_SERVICE_OP] == b"\x02"
 
 
-@pytest.mark.parametrize("sections", [{"ussd": {"session_timeout": 0.5}}])
+@pytest.mark.parametrize("gate_sections", [{"ussd": {"session_timeout": 0.5}}])
 async def test_timeout_in_the_middle_of_a_session(gate: Harness) -> None:
     await register(gate)
     await dial(gate, session=11)
@@ -248,7 +238,7 @@ async def test_timeout_in_the_middle_of_a_session(gate: Harness) -> None:
     assert (await dial(gate, session=12)).text == MAIN_SCREEN
 
 
-@pytest.mark.parametrize("sections", [{"ussd": {"op_abort": 0x81}}])
+@pytest.mark.parametrize("gate_sections", [{"ussd": {"op_abort": 0x81}}])
 async def test_resident_aborts(gate: Harness, logged: list[logging.LogRecord]) -> None:
     await register(gate)
     await dial(gate, session=13)
@@ -281,7 +271,7 @@ async def test_two_residents_in_parallel_sessions(gate: Harness) -> None:
     assert mine[6].startswith("Напоминания о долге") and theirs[6].startswith("Напоминания о долге")
 
 
-@pytest.mark.parametrize("sections", [{"ussd": {
+@pytest.mark.parametrize("gate_sections", [{"ussd": {
     # A platform that answers with 0x12 and aborts with 0x81; the reply codes are the test's own
     # choice, to show that replies follow the configuration too.
     "op_ussr_confirm": 0x12, "op_abort": 0x81, "op_pssr_indication": 0x20,
@@ -379,7 +369,7 @@ async def test_terminal_session_through_the_control_api(gate: Harness) -> None:
     assert shown[4] == MAIN_SCREEN and shown[-1] == ussd_menu.REMINDERS_DONE[False]
 
 
-@pytest.mark.parametrize("sections", [{"ussd": {"op_abort": 0x81}}])
+@pytest.mark.parametrize("gate_sections", [{"ussd": {"op_abort": 0x81}}])
 async def test_terminal_session_aborted_at_end_of_input(gate: Harness) -> None:
     await register(gate)
     port = await gate.simulator.start_control()
@@ -480,7 +470,7 @@ async def test_http_reminders_invalid_input_and_parallel_sessions(gate: Harness,
     assert (await post(http, "1*0", "B", NEIGHBOUR)) == (200, "CON " + MAIN_SCREEN)
 
 
-@pytest.mark.parametrize("sections", [{"ussd": {"http_secret": SECRET, "session_timeout": 0.3}}])
+@pytest.mark.parametrize("gate_sections", [{"ussd": {"http_secret": SECRET, "session_timeout": 0.3}}])
 async def test_http_timeout_in_the_middle(gate: Harness, http: Client) -> None:
     await register(gate)
     assert (await post(http, ""))[1] == "CON " + MAIN_SCREEN
@@ -534,7 +524,7 @@ async def test_http_session_of_another_phone(gate: Harness, http: Client) -> Non
     assert response.status == 403
 
 
-@pytest.mark.parametrize("sections", [{}])
+@pytest.mark.parametrize("gate_sections", [{}])
 async def test_http_refused_until_a_secret_is_configured(http: Client) -> None:
     assert await post(http, "") == (404, "END " + web_ussd.DISABLED)
     assert await post(http, "", key="") == (404, "END " + web_ussd.DISABLED)
