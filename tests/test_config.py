@@ -17,6 +17,16 @@ def test_repository_config_loads() -> None:
     assert loaded.web.port == 8080
 
 
+def test_production_example_config_loads_with_the_simulator_off() -> None:
+    example = Path(__file__).parent.parent / "deploy" / "config.example.toml"
+    loaded = config.load(example, env={})
+    assert loaded.smsc.embedded_simulator is False
+    assert loaded.smsc.host != "127.0.0.1"
+    assert loaded.web.secure_cookies is True
+    assert loaded.log.path.startswith("/var/log/")
+    assert Path(loaded.store.path).is_absolute()
+
+
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[smsc]\nhots = "x"\n', encoding="utf-8")
