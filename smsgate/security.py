@@ -89,7 +89,7 @@ class ReadyPasswords:
     priority (SCHED_IDLE, else nice 19) keeps up to `size` (password, hash) pairs ready. They
     live in this process's memory only, never on disk or in a log, and each is handed out once;
     a restart starts with none. When none is ready (a burst longer than the stock, or a machine
-    with no idle CPU), `issue_password` makes and hashes one on demand, as it always did.
+    with no idle CPU), `issue_password` makes and hashes one on demand.
     """
 
     def __init__(self) -> None:

@@ -257,7 +257,7 @@ async def test_a_failing_quick_answer_leaves_the_text_to_the_processor(
         raise RuntimeError("quick path broken")
 
     monkeypatch.setattr(gate.gateway.router, "route_now", broken)
-    assert await gate.sms(RESIDENT, "Помощь") == [texts.HELP]  # stored, then routed as before
+    assert await gate.sms(RESIDENT, "Помощь") == [texts.HELP]  # stored, then routed by the processor
     async with gate.store.db.execute(
         "SELECT i.received_at < o.created_at FROM inbox i"
         " JOIN outbox o ON o.request_key = 'in:' || i.id || ':0' WHERE i.phone = ?", (RESIDENT,),

@@ -3,7 +3,7 @@
 The gateway runs as `smsgate run` in a process of its own; the SMSC (`smsgate.tools.loadgen.LoadSmsc`)
 and the load run in this one, so on two cores each side has one. The raw link is an echo ESME
 from `smsgate.tools.loadgen` (also a process of its own) bound to an SMSC of its own in this process:
-aiosmpplib's ESME as the issue measures it (the ratio target), and the lean one for reference.
+aiosmpplib's ESME, the reference of the ratio target, and the lean one for comparison.
 Gateway and echoes stay bound all along and their rounds alternate, so all see the same machine.
 
 `python -m smsgate.tools.bench --quick` runs every scenario at small sizes in well under a minute.
@@ -526,14 +526,15 @@ class Report:
             " its БАЛАНС reader, a child process of its own: `[store] reader_min_batch`). Each gateway is"
             " measured once it has settled after its start (under 5% of a core: its stock of ready"
             " passwords full, as in a gateway that has been up a while).",
-            "- The raw link, as the issue measured it: a minimal echo client on aiosmpplib's own"
+            "- The raw link, the reference of the ratio target: a minimal echo client on aiosmpplib's own"
             " ESME, broker and SimpleCorrelator, its expiry rescan limited to once a second"
             " (`python -m smsgate.tools.loadgen echo --client aiosmpplib`), answering each text with one"
             " submit_sm, in a process of its own, bound to an SMSC like the gateway's. The ratio is"
             " measured like for like, twice: with an SMSC that sends a receipt for every part (as"
-            " operators' do and the gateway asks) and with one that sends none (as in the issue's"
-            " measurement). A lean echo ESME on asyncio.Protocol with prebuilt PDUs (`--client"
-            " lean`) is shown for reference: what Python carries on this link doing nothing else."
+            " operators' do and the gateway asks) and with one that sends none (as the target's"
+            " reference measurement has it). A lean echo ESME on asyncio.Protocol with prebuilt"
+            " PDUs (`--client lean`) is shown for comparison: what Python carries on this link"
+            " doing nothing else."
             " All rounds alternate in the same run; a ratio is the median of the ratios of rounds"
             " run one right after the other.",
             "- Latency: from the deliver_sm written by the SMSC to the last part of the reply read by"
@@ -612,9 +613,9 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
     try:
         warm = await gateway.run(texts.balance(sizes.warmup), classify=classify)
         parts = max(1, round(warm.parts / max(1, warm.replies)))
-        # The raw link: aiosmpplib's ESME, as the issue measured it, with an SMSC that sends a
+        # The raw link: aiosmpplib's ESME, the target's reference, with an SMSC that sends a
         # receipt for every part (as the gateway's does) and with one that sends none (as the
-        # issue's did: with receipts its SimpleCorrelator would not have collapsed); the gateway
+        # reference measurement's: with receipts its SimpleCorrelator does not collapse); the gateway
         # under both. The lean echo, with 1-part replies and the gateway's parts, for reference.
         links = {
             "raw_receipts": await start_echo("echo-aiosmpplib-receipts", client="aiosmpplib"),
@@ -685,8 +686,7 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
     report.target("Ratio gateway / raw link, SMSC sending receipts", near(ratio, 0.6), ">= 0.6",
                   ratio >= 0.6)
     report.target("Баланс at saturation, gateway, SMSC sending no receipts", describe(gb), "-", None)
-    report.target("Raw link: aiosmpplib echo ESME, 1-part replies, no receipts (as the issue"
-                  " measured it)", describe(r), "-", None)
+    report.target("Raw link: aiosmpplib echo ESME, 1-part replies, no receipts", describe(r), "-", None)
     report.target("Ratio gateway / raw link, SMSC sending no receipts", near(ratio_bare, 0.6),
                   ">= 0.6", ratio_bare >= 0.6)
     report.target('Баланс at saturation, gateway with `long_text = "payload"` (receipts)',
@@ -722,7 +722,7 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
             f" {1e6 / rr.rate if rr.rate else 0:,.0f} ({1e6 / r.rate if r.rate else 0:,.0f}). The"
             f" lean echo's {lean.rate:,.0f} replies/s ({lean_parts.rate:,.0f} with"
             f" {parts}-part replies) is what Python carries on this link doing nothing else."
-            " Profile below; docs/architecture.md (Speed) says what the profile led to so far."
+            " Profile below; docs/performance.md says what the profile led to."
         )
     if ratio < 0.6 or ratio_bare < 0.6 or ratio_whole < 0.6 or ratio_whole_bare < 0.6:
         report.notes.append(
@@ -734,7 +734,7 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
             f" ({1e6 / gw.rate if gw.rate else 0:,.0f} µs a reply with receipts,"
             f" {1e6 / gwb.rate if gwb.rate else 0:,.0f} without). It is not the default: not"
             " every SMSC takes message_payload (one that refuses it gets parts from then on, see"
-            " docs/architecture.md), so the rows above, with UDH parts, are what a gateway set up"
+            " docs/performance.md), so the rows above, with UDH parts, are what a gateway set up"
             " as shipped does."
         )
     if fixed.p(0.99) >= 20:
@@ -754,7 +754,7 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
             " leaves it far behind, while the aiosmpplib echo, doing almost nothing per text, keeps up"
             f" (its p99 at the same rate in the same run: {ms(series['raw_fixed'].p(0.99))})."
             " Inside a clump the same functions run the same number of times as outside, each"
-            " about twice as slow (docs/architecture.md, What is left)."
+            " about twice as slow (docs/performance.md)."
         )
     if g.p(0.99) >= 150:
         report.notes.append(
@@ -805,7 +805,7 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
         f" reply here is {g.parts_per_reply:.1f} SMS parts (Cyrillic, UCS-2). The echo ESMEs answer"
         " with one part (70 Cyrillic characters), the lean one also with as many parts as"
         " the gateway. Runs marked \"no receipts\" have an SMSC that sends none, as in the"
-        " issue's measurement; every other run gets one for every submit_sm (a part, or a reply"
+        " target's reference measurement; every other run gets one for every submit_sm (a part, or a reply"
         ' sent whole with `long_text = "payload"`, which is one submit_sm of all its parts).',
         "",
         "| Run | Replies/s | p50 | p95 | p99 | Parts/reply |",
@@ -815,7 +815,7 @@ async def throughput(report: Report, folder: Path, sizes: Sizes, texts: Texts) -
           for label, s, kind in (
               ("raw link: aiosmpplib echo, 1-part replies, receipts", rr, None),
               ("gateway, Баланс, receipts", g, None),
-              ("raw link: aiosmpplib echo, 1-part replies, no receipts (the issue's)", r, None),
+              ("raw link: aiosmpplib echo, 1-part replies, no receipts", r, None),
               ("gateway, Баланс, no receipts", gb, None),
               ('gateway with `long_text = "payload"`, Баланс, receipts', gw, None),
               ('gateway with `long_text = "payload"`, Баланс, no receipts', gwb, None),
@@ -874,8 +874,8 @@ async def growth(report: Report, folder: Path, sizes: Sizes, texts: Texts) -> No
             f" changes ranged from {min(ratios):+.0%} to {max(ratios):+.0%}. The bench's 10,000"
             " phones are spread over the large store's accounts (one in a hundred), so each"
             " БАЛАНС reads pages no other phone shares, in larger B-trees (4,000,000 charge rows):"
-            " by this session's readings a cost of a few percent, under this host's noise of"
-            " several percent between rounds (docs/architecture.md, What is left, has them)."
+            " a cost of a few percent, under this host's noise of several percent between rounds"
+            " (docs/performance.md)."
         )
     report.target(
         f"Store {sizes.growth_small:,} -> {sizes.growth_large:,} accounts",

@@ -2,7 +2,7 @@
 and the minimal echo ESMEs that measure what the link itself can carry.
 
 `LoadSmsc` speaks the same SMPP 3.4 as `smsgate.tools.simulator.Simulator` (it builds and reads PDUs
-with `smsgate.pdu`) but keeps nothing per message once its reply is complete, so a run of 100,000
+with `smsgate.smpp`) but keeps nothing per message once its reply is complete, so a run of 100,000
 texts measures the ESME, not a growing list in the SMSC. A text's latency runs from the moment
 its deliver_sm is written to the moment the last part of its reply (submit_sm) is read.
 
@@ -10,9 +10,10 @@ its deliver_sm is written to the moment the last part of its reply (submit_sm) i
 with deliver_sm_resp and one submit_sm, and answers receipts with deliver_sm_resp only. Nothing
 else: no store, no router. `--client lean` (the default) is `EchoEsme`, written on
 asyncio.Protocol with prebuilt PDU bytes, sending through the same window of 100 the gateway
-uses: what Python can carry at all. `--client aiosmpplib` is `LibraryEcho`, the echo client the
-issue measures the raw link with: aiosmpplib's own ESME (no window of its own), broker and
-correlator, the correlator's expiry rescan limited to once a second.
+uses: what Python can carry at all. `--client aiosmpplib` is `LibraryEcho`, the echo client
+that measures the raw link (the reference of the bench's ratio target): aiosmpplib's own ESME
+(no window of its own), broker and correlator, the correlator's expiry rescan limited to once a
+second.
 """
 
 from __future__ import annotations
@@ -485,7 +486,7 @@ class _Correlator(SimpleCorrelator):  # type: ignore[misc]  # aiosmpplib has no 
 
     SimpleCorrelator walks all it holds on every put and get, a few times a PDU: every request
     awaiting its response and every submit_sm awaiting its receipt, kept 3 days. When receipts do
-    not come back (the issue's SMSC sent none; nor does the SMSC of the bench's raw link), that is
+    not come back (the SMSC of the bench's raw link without receipts sends none), that is
     every reply so far, and the client collapses (under 100 replies/s here within 10,000 texts).
     Nothing else differs from the library's.
     """
@@ -552,7 +553,7 @@ class _NoReconnect(AbstractRetryTimer):  # type: ignore[misc]
 
 
 class LibraryEcho:
-    """The raw link as the issue measures it: aiosmpplib's ESME bound as transceiver, its in-memory
+    """The raw link, the ratio target's reference: aiosmpplib's ESME bound as transceiver, its in-memory
     broker, and its SimpleCorrelator with the expiry rescan limited; answers each text with one
     1-part reply (asking for a receipt, the library's default). The ESME answers deliver_sm
     itself, after the hook has enqueued the reply, and writes each PDU as soon as it is built.
