@@ -1,4 +1,10 @@
-"""`smsgate` command line: run, simulator, sms, ussd, import, demo, status."""
+"""`smsgate` command line: run, simulator, sms, ussd, phone, import, demo, status.
+
+The one product module that imports `smsgate.tools`, and only inside the commands that ask for
+it: the embedded simulator (`run` with `[smsc] embedded_simulator`, `simulator`), its client
+(`sms`, `ussd`, `phone`) and the demo data (`demo`, `run --demo-if-empty`). tests/test_layout.py
+checks that no other product module does.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest g
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smsgate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="smsgate", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--config", help="config file (default: $SMSGATE_CONFIG or ./config.toml)")
     commands = parser.add_subparsers(dest="command", required=True)
 
