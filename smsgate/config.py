@@ -44,7 +44,7 @@ class SmscConfig:
     # How a text longer than one SMS goes out: "udh", as numbered parts (one submit_sm each, which
     # every SMSC takes), or "payload", whole in one submit_sm's message_payload for the SMSC to
     # split (one submit, one SMSC id and one receipt a message; not every SMSC accepts it). An
-    # SMSC that refuses it gets that message and every later one as parts (docs/architecture.md).
+    # SMSC that refuses it gets that message and every later one as parts (docs/performance.md).
     long_text: str = "udh"
     # Seconds a submit may wait for its response before the link is considered dead.
     response_timeout: float = 10.0

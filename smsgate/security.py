@@ -32,7 +32,7 @@ ARGON2 = argon2.using(type="ID", memory_cost=19456, rounds=2, parallelism=1)
 # once the ready passwords are gone, hashes made on demand would take the CPU the loop and the
 # БАЛАНС reader need: a text that costs a fraction of a millisecond then waits behind hashes of
 # tens. Nicer, ПАРОЛЬ and logins take longer under such a flood and every other text does not
-# (docs/architecture.md, Speed).
+# (docs/performance.md).
 HASH_NICENESS = 5
 
 
