@@ -162,6 +162,34 @@ def _commit(connection: sqlite3.Connection) -> float:
     return time.perf_counter() - started
 
 
+class _ReadConnection:
+    """A read-only connection to the store's file, opened at the first read; None if it cannot be."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._connection: sqlite3.Connection | None = None
+        self._tried = False
+
+    def connection(self) -> sqlite3.Connection | None:
+        if self._connection is None and not self._tried:
+            self._tried = True
+            uri = Path(self._path).resolve().as_uri() + "?mode=ro"
+            with contextlib.suppress(sqlite3.Error):
+                reader = sqlite3.connect(uri, uri=True, isolation_level=None)
+                reader.row_factory = sqlite3.Row
+                reader.execute("PRAGMA busy_timeout = 1000")
+                # Reference data (residents, accounts, charges) read for every БАЛАНС: a page
+                # cache of its own keeps a big store's hot pages here, not behind a read().
+                reader.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
+                self._connection = reader
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
 def _check_file(path: str) -> None:
     # The write and read connections open the path again: ":memory:" would be a new database.
     if not path or path == ":memory:" or path.startswith("file:"):
@@ -193,9 +221,8 @@ class Store:
         self._committer: ThreadPoolExecutor | None = None
         self._commit_seconds = 0.0  # moving average of COMMIT's duration (LOOP_COMMIT_SECONDS)
         self._checkpointing: asyncio.Future[None] | None = None
-        # The read-only connection of `read`, opened at the first read.
-        self._reader: sqlite3.Connection | None = None
-        self._reader_tried = False
+        # The read-only connection of `read`.
+        self._reader = _ReadConnection(path)
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "FULL") -> Store:
@@ -390,24 +417,10 @@ class Store:
         reader neither waits for the writer nor holds it up. Nothing slow belongs here. When the
         read-only connection cannot be opened, the work runs in aiosqlite's thread instead.
         """
-        reader = self._read_connection()
+        reader = self._reader.connection()
         if reader is None:
             return await in_thread(self.db, work, *args, **kwargs)
         return work(reader, *args, **kwargs)
-
-    def _read_connection(self) -> sqlite3.Connection | None:
-        if self._reader is None and not self._reader_tried:
-            self._reader_tried = True
-            uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-            with contextlib.suppress(sqlite3.Error):
-                reader = sqlite3.connect(uri, uri=True, isolation_level=None)
-                reader.row_factory = sqlite3.Row
-                reader.execute("PRAGMA busy_timeout = 1000")
-                # Reference data (residents, accounts, charges) read for every БАЛАНС: a page
-                # cache of its own keeps a big store's hot pages here, not behind a read().
-                reader.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
-                self._reader = reader
-        return self._reader
 
     async def close(self) -> None:
         if self._writing is not None:
@@ -424,7 +437,5 @@ class Store:
             if self._committer is not None:
                 self._committer.shutdown()
                 self._committer = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self._reader.close()
         await self.db.close()
