@@ -311,8 +311,6 @@ class _Reader:
 
     def __init__(self, kind: str, path: Path) -> None:
         self.kind = kind
-        self.columns = KINDS[kind].columns
-        self.optional = KINDS[kind].optional
         self.size = path.stat().st_size
         self.bytes_read = 0
         self.rows_read = 0
@@ -329,11 +327,15 @@ class _Reader:
         # An optional column the file leaves out is read from a "" added after its fields.
         width = len(self._header)
         order = [self._header.index(column) if column in self._header else width
-                 for column in (*self.columns, *self.optional)]
+                 for column in (*self.spec.columns, *self.spec.optional)]
         # itemgetter of one index returns a bare value, not a tuple; every kind has several.
         self._pick = operator.itemgetter(*order)
         self._pad = [""] if width in order else []
         self._convert: Callable[[tuple[str, ...]], Row] | None = None
+
+    @property
+    def spec(self) -> _Kind:
+        return KINDS[self.kind]
 
     def close(self) -> None:
         self._file.close()
@@ -378,14 +380,14 @@ class _Reader:
                 return start, record
 
     def _read_header(self) -> list[str]:
-        expected = ",".join(self.columns) + "".join(f"[,{column}]" for column in self.optional)
+        expected = ",".join(self.spec.columns) + "".join(f"[,{column}]" for column in self.spec.optional)
         first = self._next()
         if first is None:
             raise ImportFailed(1, None, f"the file is empty; expected the header {expected}")
         line, record = first
         names = [name.strip().lower() for name in record]
-        missing = [column for column in self.columns if column not in names]
-        unknown = [name for name in names if name not in (*self.columns, *self.optional)]
+        missing = [column for column in self.spec.columns if column not in names]
+        unknown = [name for name in names if name not in (*self.spec.columns, *self.spec.optional)]
         repeated = sorted({name for name in names if names.count(name) > 1})
         problems = []
         if missing:
