@@ -176,8 +176,9 @@ class SubmitResults:
     async def run(self) -> None:
         """The results loop: a group commit of what the SMSC answered, then receipts that waited."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), 1.0 if self._receipts.waiting else None)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see OutboxQueue.scan_loop
+                async with asyncio.timeout(1.0 if self._receipts.waiting else None):
+                    await self._ready.wait()
             await asyncio.sleep(RESULTS_DELAY)
             self._ready.clear()
             await self.flush()

@@ -62,8 +62,11 @@ class OutboxQueue:
     async def scan_loop(self) -> None:
         """Pick up what others queued (web, restarts): on a wake-up, or every second."""
         while True:
+            # asyncio.timeout, not wait_for: with wait_for's inner task, a cancellation that comes
+            # as the timeout fires can be lost, and Gateway.stop would wait for this loop for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
             self._wake.clear()
             rows = await outbox.queued(self._store.db, after_id=0, limit=SCAN_LIMIT)
             for row in rows:
