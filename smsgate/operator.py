@@ -13,7 +13,7 @@ from smsgate import logs, security
 from smsgate.config import Config
 from smsgate.gateway import Gateway
 from smsgate.metrics import Gauges, Metrics
-from store import counts, meta, outbox
+from store import inbox, meta, outbox
 
 log = logs.get("operator")
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
@@ -26,7 +26,7 @@ STUCK_AFTER_SECONDS = 120.0
 async def read_gauges(gateway: Gateway) -> Gauges:
     db = gateway.store.db
     depth, oldest = await outbox.queue_summary(db)
-    pending = await counts.inbox_pending(db)
+    pending = await inbox.pending_count(db)
     return Gauges(
         bound=gateway.session.bound.is_set(),
         queue_depth=depth,

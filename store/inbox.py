@@ -189,3 +189,10 @@ async def history(db: aiosqlite.Connection, phone: str, limit: int = 20) -> list
     """
     async with db.execute(sql, (phone, phone, limit)) as cur:
         return [(row[0], row[1], float(row[2]), row[3]) for row in await cur.fetchall()]
+
+
+async def pending_count(db: aiosqlite.Connection) -> int:
+    """Texts stored but not yet answered."""
+    async with db.execute("SELECT count(*) FROM inbox WHERE state = 'new'") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
