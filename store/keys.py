@@ -2,7 +2,8 @@
 
 SMSCs give a message id in hex in submit_sm_resp and in decimal in the receipt (or the reverse),
 with or without leading zeros, in any letter case; a part is stored under one key and a receipt
-names every key its id could have been stored under.
+names every key its id could have been stored under. A store may also hold parts under all
+their readings at once (`s:` and `n:` keys, `reading_keys`): receipts find those too.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ def normalise_message_id(message_id: str) -> set[str]:
     cleaned = message_id.strip().lower()
     if not cleaned:
         return set()
-    return _old_keys(cleaned, *_numbers(cleaned))
+    return reading_keys(cleaned, *_numbers(cleaned))
 
 
-def _old_keys(cleaned: str, decimal: int | None, hexadecimal: int | None) -> set[str]:
-    """The readings parts were stored under before one key each (`normalise_message_id`)."""
+def reading_keys(cleaned: str, decimal: int | None, hexadecimal: int | None) -> set[str]:
+    """An id under all its readings: the digits without leading zeros, its decimal and hex values."""
     keys = {"s:" + cleaned.lstrip("0")}
     keys.update(f"n:{number}" for number in (decimal, hexadecimal) if number is not None)
     return keys
@@ -37,8 +38,8 @@ def _numbers(cleaned: str) -> tuple[int | None, int | None]:
 def message_id_key(message_id: str) -> str | None:
     """The one key a submitted part is stored under: its SMSC id trimmed, in lower case, without
     leading zeros ("k:"), or an id marked hex (0x...) by its value ("v:"). A receipt looks it up
-    under every reading of its own id (`receipt_keys`), so one key a part is enough (it was
-    three, one per reading, each an indexed row written for every part sent)."""
+    under every reading of its own id (`receipt_keys`), so one key a part is enough: one indexed
+    row a part sent, not one a reading."""
     cleaned = message_id.strip().lower()
     if not cleaned:
         return None
@@ -57,13 +58,13 @@ def receipt_keys(message_id: str) -> set[str]:
     and the part's id as the other radix would write it (SMSCs give it in hex in submit_sm_resp
     and in decimal in the receipt, or the reverse): a receipt's decimal id names a part whose
     id is that number in hex digits or marked 0x; its hex digits name a part whose id is that
-    number in decimal, the same digits, or marked 0x. Also the readings that parts stored
-    before one key each were stored under (`normalise_message_id`)."""
+    number in decimal, the same digits, or marked 0x. Also the id's own readings
+    (`reading_keys`), for parts stored under all of theirs."""
     cleaned = message_id.strip().lower()
     if not cleaned:
         return set()
     decimal, hexadecimal = _numbers(cleaned)  # once: a receipt is read for every part sent
-    keys = _old_keys(cleaned, decimal, hexadecimal)
+    keys = reading_keys(cleaned, decimal, hexadecimal)
     keys.add(_key(cleaned, hexadecimal))
     if decimal is not None:
         keys.update(("k:" + format(decimal, "x").lstrip("0"), f"v:{decimal}"))

@@ -85,26 +85,28 @@ async def test_receipts_in_one_batch_settle_a_message_once_every_part_is_final(s
     assert [row[0] for row in rows] == ["delivered"]
 
 
-async def test_parts_stored_under_one_key_or_the_old_three_are_both_matched(store: Store) -> None:
-    """Parts sent before an upgrade were stored under three readings of their id, parts sent
-    after under one: a receipt finds either, in whichever radix the SMSC writes it."""
+async def test_parts_stored_under_one_key_or_under_every_reading_are_both_matched(store: Store) -> None:
+    """A part stored under every reading of its id, and one stored under one key: a receipt finds
+    either, in whichever radix the SMSC writes it."""
     queued = await store.write(outbox.enqueue_rows_sync, [
-        outbox.NewOutgoing("old", PHONE, "short", 1), outbox.NewOutgoing("new", PHONE, "short", 1),
+        outbox.NewOutgoing("readings", PHONE, "short", 1), outbox.NewOutgoing("one-key", PHONE, "short", 1),
     ], now())
-    (old_id, _), (new_id, _) = queued
-    new_key = keys.message_id_key("1F4A")
-    assert new_key is not None
+    (readings_id, _), (one_key_id, _) = queued
+    one_key = keys.message_id_key("1F4A")
+    assert one_key is not None
     await store.write(outbox.record_submitted_sync, [
-        outbox.PartResult(old_id, 1, "0A1F", tuple(sorted(keys.normalise_message_id("0A1F"))), now()),
-        outbox.PartResult(new_id, 1, "1F4A", (new_key,), now()),
-    ], [(old_id, now()), (new_id, now())])
-    rows = await store.db.execute_fetchall("SELECT count(*) FROM part_keys WHERE outbox_id = ?", (new_id,))
+        outbox.PartResult(readings_id, 1, "0A1F", tuple(sorted(keys.normalise_message_id("0A1F"))), now()),
+        outbox.PartResult(one_key_id, 1, "1F4A", (one_key,), now()),
+    ], [(readings_id, now()), (one_key_id, now())])
+    rows = await store.db.execute_fetchall(
+        "SELECT count(*) FROM part_keys WHERE outbox_id = ?", (one_key_id,)
+    )
     assert rows[0][0] == 1
     matched = await store.write(receipts.match_receipts_sync, [
         receipts.ReceiptMatch(0, frozenset(keys.receipt_keys(smsc_id)), "DELIVRD", "000", now())
         for smsc_id in ("2591", "8010", "8011")  # 0x0A1F and 0x1F4A in decimal, and a stranger
     ], link=False)
-    assert matched == [old_id, new_id, None]
+    assert matched == [readings_id, one_key_id, None]
 
 
 async def test_receipts_matched_before_they_are_stored_keep_their_message(store: Store) -> None:
