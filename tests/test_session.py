@@ -493,6 +493,25 @@ async def test_stopping_unbinds_without_a_bind_lost_warning(caplog: pytest.LogCa
     assert session.stats.binds == 2 and not session.bound.is_set()
 
 
+async def test_every_bind_that_succeeds_starts_the_backoff_again(caplog: pytest.LogCaptureFixture) -> None:
+    # An SMSC that drops the link right after each bind, with the operator's reconnect_max (30 s):
+    # it is there, so every reconnect waits reconnect_min at most instead of doubling each time.
+    caplog.set_level(logging.INFO, logger="smsgate")
+    smsc = RawSmsc()
+    port = await smsc.start()
+    config = SmscConfig(port=port, embedded_simulator=False, reconnect_min=0.05)
+    assert config.reconnect_max == 30.0
+    session = SmppSession(config, _ignore)
+    async with _serving(smsc, session):
+        for binds in range(1, 7):
+            await smsc.wait_binds(binds)
+            await asyncio.wait_for(session.bound.wait(), 5.0)
+            smsc.drop()
+        await smsc.wait_binds(7)
+    pauses = [float(getattr(r, "seconds", -1)) for r in caplog.records if r.getMessage() == "reconnect_wait"]
+    assert len(pauses) >= 6 and all(0 < pause <= 0.05 for pause in pauses), pauses
+
+
 async def test_a_bad_command_length_resets_the_link_without_an_answer(
     window: WindowLab, caplog: pytest.LogCaptureFixture
 ) -> None:

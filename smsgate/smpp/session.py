@@ -137,7 +137,7 @@ class SmppSession:
         """Bind and serve until stop(); reconnects with exponential backoff and jitter."""
         delay = self.config.reconnect_min
         while not self._stopped.is_set():
-            bound_at = time.monotonic()
+            binds = self.stats.binds
             try:
                 await self._connect_and_serve()
             except (OSError, TimeoutError, BindRefused, PduError,
@@ -151,13 +151,17 @@ class SmppSession:
                 self._mark_down()
             if self._stopped.is_set():
                 break
-            if time.monotonic() - bound_at > 30:
-                delay = self.config.reconnect_min  # a link that held a while restarts the backoff
+            if self.stats.binds > binds:
+                # The SMSC took the bind: it is there, and the link may come back at once. The
+                # backoff grows only while binds fail (an SMSC that drops every few dozen
+                # submits would otherwise leave every reconnect waiting reconnect_max).
+                delay = self.config.reconnect_min
             # Jitter spreads reconnects; operators answer an instant re-bind with ESME_RALYBND.
             pause = random.uniform(delay / 2, delay)
-            log.info("reconnect_wait", extra={"seconds": round(pause, 2)})
+            log.info("reconnect_wait", extra={"seconds": round(pause, 3)})
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), pause)
+                async with asyncio.timeout(pause):  # wait_for could swallow stop()'s cancellation
+                    await self._stopped.wait()
             delay = min(delay * 2, self.config.reconnect_max)
 
     async def stop(self) -> None:
