@@ -83,6 +83,15 @@ def test_udh_16bit_reference_is_read_from_two_octets() -> None:
     assert message.text == "Бала"
 
 
+@pytest.mark.parametrize(("total", "number"), [(2, 5), (2, 0), (0, 0), (3, 4)])
+def test_a_part_number_outside_its_total_is_read_as_a_text_on_its_own(total: int, number: int) -> None:
+    # Else "part 5 of 2" would complete a two-part text with part 1 and be joined to it.
+    udh = bytes([5, 0x00, 3, 0x2A, total, number])
+    raw = deliver_sm_bytes(udh + "Бала".encode("utf-16-be"), data_coding=8, esm_class=0x40)
+    message = smpp.decode_sm(raw)
+    assert message.concat is None and message.text == "Бала"
+
+
 def test_receipt_with_12_digit_dates_and_odd_err() -> None:
     text = (
         b"id:0A1B2C sub:001 dlvrd:001 submit date:261122101530 done date:261122101545"

@@ -147,6 +147,10 @@ def _udh(user_data: bytes) -> tuple[Concat | None, bytes]:
         elif ie_id == 0x08 and ie_length == 4:
             concat = Concat(int.from_bytes(value[:2], "big"), value[2], value[3])
         index += 2 + ie_length
+    if concat is not None and not 1 <= concat.number <= concat.total:
+        # 3GPP TS 23.040 9.2.3.24.1: a receiver ignores a concatenation IE whose part number is 0
+        # or above the total; the message is read as a text on its own.
+        concat = None
     return concat, user_data[end:]
 
 
