@@ -411,3 +411,59 @@ def test_frames_refuses_a_command_length_no_pdu_can_have(length: int) -> None:
         next(pdus)
     assert 2**20 > smpp.MAX_PDU_LENGTH
 
+
+
+# ---- one outgoing message as its submits (smsgate/smpp/outgoing.py) ------------------------------
+
+SERVICE_ADDRESS = ("7377", 3, 0)
+RESIDENT = ("79031234567", 1, 1)
+LONG_REPLY = "Долг на 08.12.2026: " + "АО «Алтайэнергосбыт» 1 571,40; " * 5  # three UCS-2 parts
+
+
+def _message(text: str = LONG_REPLY, **options: Any) -> smpp.OutgoingMessage:
+    settings: dict[str, Any] = {"kind": "sms", "source": SERVICE_ADDRESS, "destination": RESIDENT,
+                                "receipts": True, "reference": 42, **options}
+    return smpp.outgoing_message(text, **settings)
+
+
+def test_a_long_text_goes_as_udh_parts_that_join_under_one_reference() -> None:
+    message = _message()
+    assert message.count == smpp.count_parts(LONG_REPLY) == 3 and not message.whole and message.weight == 1
+    decoded = [smpp.decode_sm(part.build(100 + index)) for index, part in enumerate(message.parts)]
+    assert [sm.concat for sm in decoded] == [smpp.Concat(42, 3, number) for number in (1, 2, 3)]
+    assert [sm.sequence for sm in decoded] == [100, 101, 102]
+    assert all(sm.registered_delivery == 1 and sm.data_coding == 8 for sm in decoded)
+    assert {(sm.destination, sm.source) for sm in decoded} == {(RESIDENT[0], SERVICE_ADDRESS[0])}
+    assert "".join(sm.text for sm in decoded) == LONG_REPLY
+    assert [part.text() for part in message.parts] == [sm.text for sm in decoded]
+
+
+def test_parts_accepted_before_a_restart_are_left_out_and_the_rest_still_join() -> None:
+    message = _message(done={1, 3})
+    assert [part.number for part in message.parts] == [2]
+    assert smpp.decode_sm(message.parts[0].build(7)).concat == smpp.Concat(42, 3, 2)
+
+
+def test_payload_mode_sends_the_text_whole_unless_parts_went_before() -> None:
+    whole = _message(long_text="payload")
+    assert whole.whole and whole.weight == 3 and [part.number for part in whole.parts] == [smpp.WHOLE]
+    sm = smpp.decode_sm(whole.parts[0].build(1))
+    assert sm.text == LONG_REPLY and sm.concat is None and not sm.esm_class & smpp.UDHI
+    assert sm.tlvs[smpp.TAG_MESSAGE_PAYLOAD] == LONG_REPLY.encode("utf-16-be")
+    # Part 1 went as UDH before a restart: the rest go as parts too, so the phone can join them.
+    assert [part.number for part in _message(long_text="payload", done={1}).parts] == [2, 3]
+    # Accepted whole before a restart: nothing is left to send.
+    assert _message(long_text="payload", done={smpp.WHOLE}).parts == []
+
+
+def test_a_ussd_screen_is_one_submit_with_no_receipt_asked() -> None:
+    screen = "1 Баланс\n2 Пароль\n3 Помощь"
+    message = _message(screen, kind="ussd", tlvs=smpp.tlv(smpp.TAG_USSD_SERVICE_OP, b"\x02"))
+    [part] = message.parts
+    sm = smpp.decode_sm(part.build(5))
+    assert sm.text == screen and sm.registered_delivery == 0 and sm.ussd_service_op == 2
+
+
+def test_a_text_of_more_than_255_parts_cannot_be_sent() -> None:
+    with pytest.raises(ValueError, match="255"):
+        _message("Я" * 67 * 256)
