@@ -5,22 +5,20 @@ Fixtures: a config built in code on tmp_path, a store with demo data, and a whol
 
 Tiers: `make test-fast` runs the tests not marked `full`; `make test` runs them all. A test is
 marked `full` here, by what it uses, so a new test lands in its tier by itself: it is full when
-it asks, directly or through its fixtures, for one of FULL_FIXTURES, or when its code, the code
-of its fixtures or a test-module function they call names one of FULL_NAMES (it starts a
-gateway, an SMSC simulator, a load SMSC, a browser or a process of its own). A test that is
-slow for another reason says so with `@pytest.mark.full`.
+it asks, directly or through its fixtures, for one of FULL_FIXTURES, or when its module imports
+one of FULL_NAMES (the module starts a gateway, an SMSC simulator, a load SMSC, a browser or a
+process of its own somewhere). A test that is slow for another reason says so with
+`@pytest.mark.full`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import inspect
 import shutil
 import socket
 import threading
-import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +29,11 @@ from smsgate.tools.demo import DemoAccount, load_demo
 from store.db import Store
 from tests.harness import Harness
 
-# Fixtures that serve over real sockets: a website on aiohttp's test server, a browser.
-FULL_FIXTURES = frozenset({"aiohttp_client", "browser", "page"})
-# Names whose use means a gateway, a simulator, a load SMSC, a browser or a child process.
+# Fixtures that serve over real sockets: a whole gateway, a website on aiohttp's test server, a browser.
+FULL_FIXTURES = frozenset({"gate", "make_gate", "aiohttp_client", "browser", "page"})
+# Names a module imports when it starts a gateway, a simulator, a load SMSC, a browser or a process.
 FULL_NAMES = frozenset({
-    "Harness", "Gateway", "Simulator", "LoadSmsc", "async_playwright",
-    "create_subprocess_exec", "create_subprocess_shell", "Popen",
+    "Harness", "Gateway", "Simulator", "LoadSmsc", "async_playwright", "subprocess", "loadgen",
 })
 
 
@@ -51,46 +48,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def _is_full(item: pytest.Function) -> bool:
-    if item.get_closest_marker("full") is not None:
-        return True
-    if FULL_FIXTURES.intersection(item.fixturenames):
-        return True
-    functions = [item.function]
-    for definitions in item._fixtureinfo.name2fixturedefs.values():
-        functions.extend(definition.func for definition in definitions)
-    return not FULL_NAMES.isdisjoint(_names_used(functions))
-
-
-def _names_used(functions: list[Callable[..., Any]]) -> set[str]:
-    """Every name the functions' code uses, following the test modules' functions and classes named."""
-    names: set[str] = set()
-    seen: set[types.CodeType] = set()
-    pending = [inspect.unwrap(function) for function in functions]
-    while pending:
-        function = pending.pop()
-        code = getattr(function, "__code__", None)
-        if code is None or code in seen:
-            continue
-        module_globals = getattr(function, "__globals__", {})
-        for found in _code_names(code, seen):
-            names.add(found)
-            called = module_globals.get(found)
-            if not getattr(called, "__module__", "").startswith("tests"):
-                continue
-            if inspect.isfunction(called):
-                pending.append(called)
-            elif inspect.isclass(called):  # a test module's helper class: its methods
-                pending.extend(vars(called).values())
-    return names
-
-
-def _code_names(code: types.CodeType, seen: set[types.CodeType]) -> Iterator[str]:
-    """The names of a code object and of the functions, lambdas and comprehensions inside it."""
-    seen.add(code)
-    yield from code.co_names
-    for constant in code.co_consts:
-        if isinstance(constant, types.CodeType) and constant not in seen:
-            yield from _code_names(constant, seen)
+    return (item.get_closest_marker("full") is not None
+            or not FULL_FIXTURES.isdisjoint(item.fixturenames)
+            or not FULL_NAMES.isdisjoint(vars(item.module)))
 
 
 def free_port() -> int:
